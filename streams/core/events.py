@@ -1,0 +1,185 @@
+"""Output events of DESIGN section 3, as frozen dataclasses.
+
+Every event carries a deterministic `event_id` (a hash of what identifies the episode, never of
+wall-clock time or process identity), `env` and the `positions_source` in force. Events with a
+lifecycle (mismatch, flip, unvaluable, witness anomaly) are emitted again, with the *same* event_id
+and a higher `version`, each time their state changes; sinks keep the highest version per id
+(ClickHouse ReplacingMergeTree), so replays and restarts never duplicate a row.
+
+`None` means *absent* (or unknown) and is printed as JSON null; it is never a zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+MismatchClass = Literal["propagation_race", "persistent", "never_in_cache", "phantom"]
+Fresher = Literal["EP3", "RE", "UNKNOWN"]
+State = Literal["opened", "confirmed", "resolved"]
+UNEXPLAINED_CLASSES: frozenset[str] = frozenset({"persistent", "never_in_cache", "phantom"})
+
+
+def event_id(*parts: object) -> str:
+    """128-bit deterministic id over the identifying parts of an episode."""
+    raw = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class _Event:
+    """Shared behaviour: a type name and a JSON-ready mapping (decimals as strings)."""
+
+    TYPE: ClassVar[str]
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE}
+        for f in fields(self):  # type: ignore[arg-type]
+            name = "class" if f.name == "cls" else f.name
+            out[name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PositionMismatch(_Event):
+    TYPE: ClassVar[str] = "position_mismatch"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    account_id: str
+    symbol: str
+    state: State
+    cls: MismatchClass | None
+    ep3_qty: Decimal | None
+    re_qty: Decimal | None
+    delta: Decimal
+    first_seen_ts_ms: int
+    confirmed_ts_ms: int | None
+    resolved_ts_ms: int | None
+    fresher: Fresher
+    mark: Decimal | None
+    im_delta: Decimal | None
+    equity: Decimal | None
+    snapshot_age_ms: int | None
+    re_im_total: Decimal | None
+    re_avail: Decimal | None
+    re_open_orders_margin: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class AvailGapFlip(_Event):
+    TYPE: ClassVar[str] = "avail_gap_flip"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    account_id: str
+    threshold: Decimal
+    state: State
+    opened_ts_ms: int
+    resolved_ts_ms: int | None
+    computed_avail: Decimal
+    published_avail: Decimal
+    gap: Decimal
+    og_open_orders_margin: Decimal
+    re_open_orders_margin: Decimal
+    og_im: Decimal | None
+    re_im: Decimal | None
+    equity: Decimal
+    snapshot_age_ms: int
+    position_mismatch: bool
+    im_delta_symbols: tuple[str, ...]
+    im_deltas: tuple[Decimal | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unvaluable(_Event):
+    TYPE: ClassVar[str] = "unvaluable"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    account_id: str
+    symbol: str
+    source: Literal["EP3", "RE"]
+    state: State
+    qty: Decimal
+    reason: Literal["missing_instrument", "missing_mark", "missing_im"]
+    first_seen_ts_ms: int
+    resolved_ts_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessCheck(_Event):
+    TYPE: ClassVar[str] = "witness_check"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    kind: Literal["anomaly", "sweep"]
+    ts_ms: int
+    account_id: str | None
+    symbol: str | None
+    ledger_qty: Decimal | None
+    ep3_qty: Decimal | None
+    status: Literal["never_in_cache", "phantom", "mismatch"] | None
+    state: State | None
+    baseline: str | None
+    first_seen_ts_ms: int | None
+    confirmed_ts_ms: int | None
+    resolved_ts_ms: int | None
+    scope: str
+    accounts_checked: int | None
+    accounts_differing: int | None
+    anomalies: int | None
+    dormant_positions: int | None
+    oldest_dormant_age_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceTransition(_Event):
+    """The gateway's positions source changed (seen in `og.margin`); the gate's flip clock."""
+
+    TYPE: ClassVar[str] = "source_transition"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    ts_ms: int
+    from_source: str
+    to_source: str
+    account_id: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth(_Event):
+    """Records per feed per event-time minute; the gate reads gaps from it (no data is not clean data)."""
+
+    TYPE: ClassVar[str] = "feed_health"
+    event_id: str
+    version: int
+    env: str
+    positions_source: str
+    minute_ts_ms: int
+    feed: str
+    records: int
+    scope: str
+
+
+Event = PositionMismatch | AvailGapFlip | Unvaluable | WitnessCheck | SourceTransition | FeedHealth
+
+EVENT_TYPES: dict[str, type] = {
+    c.TYPE: c for c in (PositionMismatch, AvailGapFlip, Unvaluable, WitnessCheck, SourceTransition, FeedHealth)
+}

@@ -1,0 +1,284 @@
+"""Input records of DESIGN section 2, as frozen dataclasses, and their validating parser.
+
+Quantities and money are `Decimal`, never floats. A position that is *absent* is simply not listed;
+a listed position with qty 0 is *present and flat*. The parser keeps that distinction: it never
+invents a zero.
+
+`parse_value(feed, mapping)` turns a decoded mapping (from JSON Lines or Avro) into a record and
+raises `RecordError` naming the offending field, so drivers can report file/line or send the record
+to a dead-letter topic with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Literal
+
+Ep3Kind = Literal["SNAPSHOT", "UPDATE"]
+PositionsSource = Literal["RISK_ENGINE", "EP3"]
+
+
+class Feed(str, Enum):
+    """Logical feeds; the values are the default Kafka topic names."""
+
+    EP3 = "ep3.positions"
+    RISK = "risk.snapshots"
+    OG_MARGIN = "og.margin"
+    FILLS = "fills"
+    MARKS = "marks"
+    INSTRUMENTS = "instruments"
+
+
+class RecordError(ValueError):
+    """A record violates the input contract; `field` names where."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionQty:
+    symbol: str
+    qty: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Ep3PositionEvent:
+    account_id: str
+    kind: Ep3Kind
+    seq: int
+    ts_ms: int
+    positions: tuple[PositionQty, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskPosition:
+    symbol: str
+    qty: Decimal
+    im: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class RiskSnapshot:
+    account_id: str
+    published_ts_ms: int
+    positions: tuple[RiskPosition, ...]
+    im_total: Decimal | None
+    open_orders_margin: Decimal
+    equity: Decimal
+    avail: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OgMargin:
+    account_id: str
+    ts_ms: int
+    positions_source: PositionsSource
+    im_positions: Decimal | None
+    open_orders_margin: Decimal
+    equity: Decimal
+    avail: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    account_id: str
+    symbol: str
+    qty: Decimal
+    price: Decimal
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    symbol: str
+    price: Decimal
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    contract_size: Decimal
+    im_rate: Decimal
+
+
+Record = Ep3PositionEvent | RiskSnapshot | OgMargin | Fill | Mark | Instrument
+
+FEED_OF: dict[type, Feed] = {
+    Ep3PositionEvent: Feed.EP3,
+    RiskSnapshot: Feed.RISK,
+    OgMargin: Feed.OG_MARGIN,
+    Fill: Feed.FILLS,
+    Mark: Feed.MARKS,
+    Instrument: Feed.INSTRUMENTS,
+}
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _get(m: Mapping[str, Any], name: str, where: str) -> Any:
+    if not isinstance(m, Mapping):
+        raise RecordError(f"expected an object, got {type(m).__name__}", where or "value")
+    try:
+        return m[name]
+    except KeyError:
+        raise RecordError("missing", f"{where}{name}") from None
+
+
+def _str(m: Mapping[str, Any], name: str, where: str = "") -> str:
+    v = _get(m, name, where)
+    if not isinstance(v, str) or not v:
+        raise RecordError(f"expected a non-empty string, got {v!r}", f"{where}{name}")
+    return v
+
+
+def _int(m: Mapping[str, Any], name: str, where: str = "") -> int:
+    v = _get(m, name, where)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RecordError(f"expected an integer, got {v!r}", f"{where}{name}")
+    return v
+
+
+def to_decimal(v: Any, field: str) -> Decimal:
+    """Decimal from a string, int or Decimal. Floats are refused: positions are never binary floats."""
+    if isinstance(v, Decimal):
+        d = v
+    elif isinstance(v, str):
+        try:
+            d = Decimal(v)
+        except InvalidOperation:
+            raise RecordError(f"not a decimal: {v!r}", field) from None
+    elif isinstance(v, int) and not isinstance(v, bool):
+        d = Decimal(v)
+    else:
+        raise RecordError(f"expected a decimal string, got {v!r}", field)
+    if not d.is_finite():
+        raise RecordError(f"not a finite decimal: {v!r}", field)
+    return d
+
+
+def _dec(m: Mapping[str, Any], name: str, where: str = "") -> Decimal:
+    return to_decimal(_get(m, name, where), f"{where}{name}")
+
+
+def _opt_dec(m: Mapping[str, Any], name: str, where: str = "") -> Decimal | None:
+    v = m.get(name) if isinstance(m, Mapping) else None
+    return None if v is None else to_decimal(v, f"{where}{name}")
+
+
+def _list(m: Mapping[str, Any], name: str) -> Sequence[Any]:
+    v = _get(m, name, "")
+    if not isinstance(v, list | tuple):
+        raise RecordError(f"expected a list, got {type(v).__name__}", name)
+    return v
+
+
+def _symbols_unique(symbols: list[str], field: str) -> None:
+    if len(set(symbols)) != len(symbols):
+        dup = next(s for s in symbols if symbols.count(s) > 1)
+        raise RecordError(f"symbol {dup!r} listed twice", field)
+
+
+def parse_ep3(m: Mapping[str, Any]) -> Ep3PositionEvent:
+    kind = _get(m, "kind", "")
+    if kind not in ("SNAPSHOT", "UPDATE"):
+        raise RecordError(f"expected SNAPSHOT or UPDATE, got {kind!r}", "kind")
+    positions = tuple(
+        PositionQty(_str(p, "symbol", f"positions[{i}]."), _dec(p, "qty", f"positions[{i}]."))
+        for i, p in enumerate(_list(m, "positions"))
+    )
+    _symbols_unique([p.symbol for p in positions], "positions")
+    return Ep3PositionEvent(_str(m, "account_id"), kind, _int(m, "seq"), _int(m, "ts_ms"), positions)
+
+
+def parse_risk(m: Mapping[str, Any]) -> RiskSnapshot:
+    positions = tuple(
+        RiskPosition(
+            _str(p, "symbol", f"positions[{i}]."),
+            _dec(p, "qty", f"positions[{i}]."),
+            _opt_dec(p, "im", f"positions[{i}]."),
+        )
+        for i, p in enumerate(_list(m, "positions"))
+    )
+    _symbols_unique([p.symbol for p in positions], "positions")
+    return RiskSnapshot(
+        _str(m, "account_id"),
+        _int(m, "published_ts_ms"),
+        positions,
+        _opt_dec(m, "im_total"),
+        _dec(m, "open_orders_margin"),
+        _dec(m, "equity"),
+        _dec(m, "avail"),
+    )
+
+
+def parse_og_margin(m: Mapping[str, Any]) -> OgMargin:
+    source = _get(m, "positions_source", "")
+    if source not in ("RISK_ENGINE", "EP3"):
+        raise RecordError(f"expected RISK_ENGINE or EP3, got {source!r}", "positions_source")
+    return OgMargin(
+        _str(m, "account_id"),
+        _int(m, "ts_ms"),
+        source,
+        _opt_dec(m, "im_positions"),
+        _dec(m, "open_orders_margin"),
+        _dec(m, "equity"),
+        _dec(m, "avail"),
+    )
+
+
+def parse_fill(m: Mapping[str, Any]) -> Fill:
+    return Fill(
+        _str(m, "fill_id"),
+        _str(m, "account_id"),
+        _str(m, "symbol"),
+        _dec(m, "qty"),
+        _dec(m, "price"),
+        _int(m, "ts_ms"),
+    )
+
+
+def parse_mark(m: Mapping[str, Any]) -> Mark:
+    return Mark(_str(m, "symbol"), _dec(m, "price"), _int(m, "ts_ms"))
+
+
+def parse_instrument(m: Mapping[str, Any]) -> Instrument:
+    return Instrument(_str(m, "symbol"), _dec(m, "contract_size"), _dec(m, "im_rate"))
+
+
+PARSERS: dict[Feed, Callable[[Mapping[str, Any]], Record]] = {
+    Feed.EP3: parse_ep3,
+    Feed.RISK: parse_risk,
+    Feed.OG_MARGIN: parse_og_margin,
+    Feed.FILLS: parse_fill,
+    Feed.MARKS: parse_mark,
+    Feed.INSTRUMENTS: parse_instrument,
+}
+
+
+def parse_value(feed: Feed, value: Mapping[str, Any]) -> Record:
+    """Validate a decoded mapping against the contract of `feed` and build its record."""
+    if not isinstance(value, Mapping):
+        raise RecordError(f"expected an object, got {type(value).__name__}", "value")
+    return PARSERS[feed](value)
+
+
+def record_to_value(record: Record) -> dict[str, Any]:
+    """The inverse of `parse_value`: plain mapping, decimals as strings, absent `im` as None."""
+    out: dict[str, Any] = {}
+    for name in record.__slots__:
+        v = getattr(record, name)
+        if isinstance(v, Decimal):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = [{k: (str(x) if isinstance(x, Decimal) else x) for k in p.__slots__
+                  for x in (getattr(p, k),)} for p in v]
+        out[name] = v
+    return out
