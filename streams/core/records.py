@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 Ep3Kind = Literal["SNAPSHOT", "UPDATE"]
 PositionsSource = Literal["RISK_ENGINE", "EP3"]
 
 
-class Feed(str, Enum):
+class Feed(StrEnum):
     """Logical feeds; the values are the default Kafka topic names."""
 
     EP3 = "ep3.positions"

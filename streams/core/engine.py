@@ -1,0 +1,223 @@
+"""The divergence engine: one pure state machine driven by records and event time.
+
+Drivers (offline replay, stream workers) call `process(feed, ts_ms, record)` in event-time order and
+`advance(ts_ms)` when time passes without records; they collect output with `take_events()`. The
+engine never reads a clock: `ts_ms` is the record's timestamp, and a record older than the engine's
+clock is applied at the current instant (late), never rewinding time.
+
+Guarantees:
+- comparisons run once per event-time instant, after every record of that instant was applied, so
+  the order of records that share a timestamp does not change any verdict;
+- grace windows are inclusive: a disagreement resolved at first_seen + grace is a race; the confirm
+  timer fires only once the clock has moved past that instant;
+- the same input always yields the same events with the same ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from decimal import Decimal
+
+from streams.core import compare, mirror, witness
+from streams.core.events import Event, FeedHealth, SourceTransition, event_id
+from streams.core.params import EngineConfig
+from streams.core.records import (
+    Ep3PositionEvent,
+    Feed,
+    Fill,
+    Instrument,
+    Mark,
+    OgMargin,
+    Record,
+    RiskSnapshot,
+)
+from streams.core.state import AccountState
+
+MINUTE_MS = 60_000
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig | None = None) -> None:
+        self.cfg = cfg or EngineConfig()
+        self.accounts: dict[str, AccountState] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self.marks: dict[str, Decimal] = {}
+        self.source = "UNKNOWN"
+        self.now = 0
+        self.started = False
+        self.stats: Counter[str] = Counter()
+        self.open_anomalies = 0
+        self.unvaluable_index: dict[str, set[str]] = {}
+        self._out: list[Event] = []
+        self._dirty: dict[str, AccountState] = {}
+        self._timers: list[tuple[int, int, str, str, int]] = []
+        self._minute: int | None = None
+        self._minute_counts: Counter[str] = Counter()
+        self._next_sweep: int | None = None
+
+    # --- driver API ------------------------------------------------------------------------------
+
+    def process(self, feed: Feed, ts_ms: int, record: Record) -> None:
+        """Apply one record at event time `ts_ms` (clamped to the engine clock if late)."""
+        now = self.now
+        if ts_ms > now or not self.started:
+            self.advance(ts_ms)
+        elif ts_ms < now:
+            self.stats["late_records"] += 1
+        self._minute_counts[feed.value] += 1
+        self.stats[feed.value] += 1
+        if feed is Feed.EP3:
+            self._on_ep3(record)  # type: ignore[arg-type]
+        elif feed is Feed.MARKS:
+            self._on_mark(record)  # type: ignore[arg-type]
+        elif feed is Feed.RISK:
+            self._on_risk(record)  # type: ignore[arg-type]
+        elif feed is Feed.FILLS:
+            self._on_fill(record)  # type: ignore[arg-type]
+        elif feed is Feed.OG_MARGIN:
+            self._on_og(record)  # type: ignore[arg-type]
+        else:
+            self._on_instrument(record)  # type: ignore[arg-type]
+
+    def advance(self, ts_ms: int) -> None:
+        """Move event time to `ts_ms`: settle the current instant, fire due timers, close minutes."""
+        now = self.now
+        if not self.started:
+            self.started = True
+            self.now = ts_ms
+            self._minute = ts_ms - ts_ms % MINUTE_MS
+            interval = self.cfg.sweep_interval_ms
+            self._next_sweep = (ts_ms // interval + 1) * interval
+            self.schedule(self._next_sweep, witness.SWEEP_TIMER, "", "", 0)
+            return
+        if ts_ms <= now:
+            return
+        self._settle()
+        timers = self._timers
+        while timers and timers[0][0] < ts_ms:
+            deadline, kind, account_id, symbol, first_seen = heapq.heappop(timers)
+            self.now = deadline
+            self._fire(deadline, kind, account_id, symbol, first_seen)
+            self._settle()
+        self.now = ts_ms
+        self._close_minutes(ts_ms)
+
+    def flush(self) -> None:
+        """Settle the current instant without moving time (end of input): no verdict is forced."""
+        self._settle()
+
+    def take_events(self) -> list[Event]:
+        out, self._out = self._out, []
+        return out
+
+    def account(self, account_id: str) -> AccountState:
+        acct = self.accounts.get(account_id)
+        if acct is None:
+            acct = self.accounts[account_id] = AccountState(account_id)
+        return acct
+
+    # --- used by compare / witness ---------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self._out.append(event)
+
+    def schedule(self, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
+        heapq.heappush(self._timers, (deadline, kind, account_id, symbol, first_seen))
+
+    # --- records ---------------------------------------------------------------------------------
+
+    def _touch(self, acct: AccountState) -> AccountState:
+        self._dirty[acct.account_id] = acct
+        return acct
+
+    def _on_ep3(self, ev: Ep3PositionEvent) -> None:
+        acct = self._touch(self.account(ev.account_id))
+        self.stats["ep3_" + mirror.apply_ep3(acct, ev)] += 1
+
+    def _on_risk(self, snap: RiskSnapshot) -> None:
+        acct = self._touch(self.account(snap.account_id))
+        if not mirror.apply_risk(acct, snap):
+            self.stats["risk_stale"] += 1
+
+    def _on_og(self, og: OgMargin) -> None:
+        acct = self._touch(self.account(og.account_id))
+        if not mirror.apply_og(acct, og):
+            self.stats["og_stale"] += 1
+            return
+        if og.positions_source != self.source:
+            self.emit(SourceTransition(
+                event_id(self.cfg.env, "source_transition", self.cfg.scope, self.now, og.positions_source),
+                1, self.cfg.env, og.positions_source, self.now, self.source, og.positions_source,
+                og.account_id, self.cfg.scope,
+            ))
+            self.source = og.positions_source
+
+    def _on_fill(self, fill: Fill) -> None:
+        acct = self._touch(self.account(fill.account_id))
+        if not mirror.apply_fill(acct, fill):
+            self.stats["fills_before_baseline"] += 1
+
+    def _on_mark(self, mark: Mark) -> None:
+        self.marks[mark.symbol] = mark.price
+        self._revalue(mark.symbol)
+
+    def _on_instrument(self, inst: Instrument) -> None:
+        self.instruments[inst.symbol] = inst
+        self._revalue(inst.symbol)
+
+    def _revalue(self, symbol: str) -> None:
+        """A price or instrument arrived: accounts holding an unvaluable `symbol` are re-checked."""
+        for account_id in self.unvaluable_index.get(symbol, ()):
+            self._touch(self.accounts[account_id]).dirty.add(symbol)
+
+    # --- evaluation ------------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for acct in dirty.values():
+            if acct.baseline_candidates:
+                if acct.ledger is None:
+                    witness.seed_baseline(self, acct)
+                else:
+                    acct.baseline_candidates.clear()
+            if acct.dirty:
+                symbols, acct.dirty = acct.dirty, set()
+                for symbol in sorted(symbols):
+                    compare.compare_symbol(self, acct, symbol)
+                    compare.check_unvaluable(self, acct, symbol)
+                    witness.compare_ledger(self, acct, symbol, self.now)
+            if acct.margin_dirty:
+                acct.margin_dirty = False
+                compare.check_flips(self, acct)
+
+    def _fire(self, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
+        if kind == witness.SWEEP_TIMER:
+            witness.sweep(self, deadline)
+            self._next_sweep = deadline + self.cfg.sweep_interval_ms
+            self.schedule(self._next_sweep, witness.SWEEP_TIMER, "", "", 0)
+            return
+        acct = self.accounts.get(account_id)
+        if acct is None:
+            return
+        if kind == compare.MISMATCH_TIMER:
+            compare.confirm_mismatch(self, acct, symbol, first_seen, deadline)
+        else:
+            witness.confirm_anomaly(self, acct, symbol, first_seen, deadline)
+
+    def _close_minutes(self, ts_ms: int) -> None:
+        minute = self._minute
+        if minute is None or ts_ms < minute + MINUTE_MS:
+            return
+        for feed, n in sorted(self._minute_counts.items()):
+            self.emit(FeedHealth(event_id(self.cfg.env, "feed_health", self.cfg.scope, minute, feed), 1,
+                                 self.cfg.env, self.source, minute, feed, n, self.cfg.scope))
+        self._minute_counts.clear()
+        self._minute = ts_ms - ts_ms % MINUTE_MS
+
+    def close_minute(self) -> None:
+        """Emit the feed counts of the current, unfinished minute (end of input)."""
+        if self._minute is not None and self._minute_counts:
+            self._close_minutes(self._minute + MINUTE_MS)

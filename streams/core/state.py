@@ -1,0 +1,123 @@
+"""Per-account engine state and the open episodes it carries.
+
+Everything the engine knows about an account lives in one `AccountState`, so a stream worker can
+checkpoint it to a changelog-backed table and a worker that takes over the partition restores it
+whole (timers are re-derived from the episodes; checksums are recomputed, never persisted).
+
+Absent and zero stay distinct: a symbol missing from `ep3` is absent; `ep3[s] == 0` is
+present-and-flat. The same holds for `re` and `ledger`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from streams.core.records import OgMargin, RiskSnapshot
+
+
+@dataclass(slots=True)
+class MismatchEpisode:
+    """One disagreement between EP3 and RE on (account, symbol), from first sight to resolution."""
+
+    event_id: str
+    symbol: str
+    first_seen: int
+    source: str = "UNKNOWN"
+    confirmed: int | None = None
+    cls: str | None = None
+    version: int = 0
+    # the last observation while the views disagreed: what the event reports
+    ep3_qty: Decimal | None = None
+    re_qty: Decimal | None = None
+    fresher: str = "UNKNOWN"
+    mark: Decimal | None = None
+    im_delta: Decimal | None = None
+    snapshot_age_ms: int | None = None
+    re_snapshot: RiskSnapshot | None = None
+
+
+@dataclass(slots=True)
+class AnomalyEpisode:
+    """A disagreement between the fills ledger and the EP3 mirror, held for the grace window."""
+
+    event_id: str
+    symbol: str
+    first_seen: int
+    source: str = "UNKNOWN"
+    confirmed: int | None = None
+    status: str | None = None
+    version: int = 0
+    ledger_qty: Decimal | None = None
+    ep3_qty: Decimal | None = None
+
+
+@dataclass(slots=True)
+class FlipEpisode:
+    event_id: str
+    threshold: Decimal
+    opened: int
+    source: str = "UNKNOWN"
+    version: int = 0
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UnvaluableEpisode:
+    event_id: str
+    symbol: str
+    source: str
+    first_seen: int
+    qty: Decimal
+    reason: str
+    source_in_force: str = "UNKNOWN"
+    version: int = 0
+
+
+@dataclass(slots=True)
+class AccountState:
+    account_id: str
+    # EP3 mirror
+    ep3: dict[str, Decimal] = field(default_factory=dict)
+    ep3_touch: dict[str, int] = field(default_factory=dict)  # symbol -> ts of EP3's last word on it
+    ep3_seq: int | None = None
+    ep3_ready: bool = False
+    # risk-engine view
+    re: dict[str, Decimal] | None = None
+    re_im: dict[str, Decimal | None] = field(default_factory=dict)
+    re_snapshot: RiskSnapshot | None = None
+    # order gateway margin sweep
+    og: OgMargin | None = None
+    # replacement witness: fills ledger
+    ledger: dict[str, Decimal] | None = None
+    ledger_touch: dict[str, int] = field(default_factory=dict)
+    baseline: str | None = None
+    baseline_ts: int = 0
+    # open episodes
+    mismatches: dict[str, MismatchEpisode] = field(default_factory=dict)
+    anomalies: dict[str, AnomalyEpisode] = field(default_factory=dict)
+    flips: dict[Decimal, FlipEpisode] = field(default_factory=dict)
+    unvaluable: dict[tuple[str, str], UnvaluableEpisode] = field(default_factory=dict)
+    # work for the next settle (not persisted)
+    dirty: set[str] = field(default_factory=set)
+    margin_dirty: bool = False
+    baseline_candidates: dict[str, tuple[int, dict[str, Decimal]]] = field(default_factory=dict)
+    # set-level checksums over non-zero positions (not persisted; recomputed on restore)
+    ep3_sum: int = 0
+    ledger_sum: int = 0
+
+
+MASK = (1 << 64) - 1
+
+
+def pos_hash(symbol: str, qty: Decimal) -> int:
+    """Order-independent contribution of one non-zero position to a set checksum."""
+    return hash((symbol, qty)) & MASK
+
+
+def checksum(positions: dict[str, Decimal]) -> int:
+    total = 0
+    for s, q in positions.items():
+        if q:
+            total = (total + pos_hash(s, q)) & MASK
+    return total

@@ -1,0 +1,51 @@
+"""Initial margin of positions: IM = |qty| × contract_size × mark × im_rate.
+
+Fail closed: a non-zero position whose instrument or mark is unknown has *unknown* IM (None), and so
+has any total that includes it. It is never valued as zero. A present-and-flat position (qty 0)
+needs no price: its IM is 0 whatever is known about the instrument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from streams.core.records import Instrument
+
+ZERO = Decimal(0)
+
+
+def unvaluable_reason(symbol: str, qty: Decimal | None, instruments: Mapping[str, Instrument],
+                      marks: Mapping[str, Decimal]) -> str | None:
+    """Why a present position can't be valued, or None if it can (or needs no valuation)."""
+    if not qty:
+        return None
+    if symbol not in instruments:
+        return "missing_instrument"
+    if symbol not in marks:
+        return "missing_mark"
+    return None
+
+
+def position_im(symbol: str, qty: Decimal | None, instruments: Mapping[str, Instrument],
+                marks: Mapping[str, Decimal]) -> Decimal | None:
+    """IM of one position; absent or flat is 0; unknown instrument or mark is None."""
+    if not qty:
+        return ZERO
+    inst = instruments.get(symbol)
+    mark = marks.get(symbol)
+    if inst is None or mark is None:
+        return None
+    return abs(qty) * inst.contract_size * mark * inst.im_rate
+
+
+def total_im(positions: Mapping[str, Decimal], instruments: Mapping[str, Instrument],
+             marks: Mapping[str, Decimal]) -> Decimal | None:
+    """IM of a whole position set; None as soon as one position is unvaluable."""
+    total = ZERO
+    for symbol, qty in positions.items():
+        im = position_im(symbol, qty, instruments, marks)
+        if im is None:
+            return None
+        total += im
+    return total

@@ -1,0 +1,1 @@
+"""Position tapes: reading (JSON Lines, Avro), merging by event time, replay through the engine."""
