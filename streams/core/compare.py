@@ -32,7 +32,7 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
     if (e or ZERO) != (r or ZERO):
         if ep is None:
             ep = MismatchEpisode(event_id(eng.cfg.env, "position_mismatch", acct.account_id, symbol, eng.now),
-                                 symbol, eng.now, source=eng.source)
+                                 symbol, eng.now, source=eng.source_for(acct))
             acct.mismatches[symbol] = ep
             eng.schedule(eng.now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, eng.now)
         _observe(eng, acct, ep, e, r)
@@ -106,7 +106,7 @@ def _unvaluable_episode(eng: Engine, acct: AccountState, source: str, symbol: st
     ep = acct.unvaluable.get(key)
     if reason is not None and ep is None and qty is not None:
         ep = UnvaluableEpisode(event_id(eng.cfg.env, "unvaluable", acct.account_id, source, symbol, eng.now),
-                               symbol, source, eng.now, qty, reason, eng.source)
+                               symbol, source, eng.now, qty, reason, eng.source_for(acct))
         acct.unvaluable[key] = ep
         if source == "EP3":
             eng.unvaluable_index.setdefault(symbol, set()).add(acct.account_id)
@@ -139,7 +139,7 @@ def check_flips(eng: Engine, acct: AccountState) -> None:
         ep = acct.flips.get(th)
         if differ and ep is None:
             ep = FlipEpisode(event_id(eng.cfg.env, "avail_gap_flip", acct.account_id, _num(th), eng.now),
-                             th, eng.now, eng.source)
+                             th, eng.now, eng.source_for(acct))
             ep.fields = _flip_fields(eng, acct)
             acct.flips[th] = ep
             _emit_flip(eng, acct, ep, "opened", None)

@@ -119,6 +119,12 @@ class Engine:
 
     # --- used by compare / witness ---------------------------------------------------------------
 
+    def source_for(self, acct: AccountState) -> str:
+        """The positions source in force for an account: what OG's own margin sweep for it said,
+        else the last one seen for any account, else UNKNOWN. Per account, so a partition-local
+        engine and a whole-feed replay agree."""
+        return acct.og.positions_source if acct.og is not None else self.source
+
     def emit(self, event: Event) -> None:
         self._out.append(event)
 

@@ -52,7 +52,7 @@ def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> Non
     if (lq or ZERO) != (eq or ZERO):
         if ep is None:
             ep = AnomalyEpisode(event_id(eng.cfg.env, "witness_check", acct.account_id, symbol, at),
-                                symbol, at, eng.source)
+                                symbol, at, eng.source_for(acct))
             acct.anomalies[symbol] = ep
             eng.schedule(at + eng.cfg.grace_ms, ANOMALY_TIMER, acct.account_id, symbol, at)
         ep.ledger_qty, ep.ep3_qty = lq, eq
