@@ -1,0 +1,265 @@
+"""Unit tests of the engine's rules, one behaviour each, driven with an explicit event clock."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from streams.core.engine import Engine
+from streams.core.events import AvailGapFlip, PositionMismatch, Unvaluable, WitnessCheck
+from streams.core.mirror import apply_ep3
+from streams.core.params import EngineConfig
+from streams.core.records import (
+    Ep3PositionEvent,
+    Feed,
+    Fill,
+    Instrument,
+    Mark,
+    OgMargin,
+    PositionQty,
+    RiskPosition,
+    RiskSnapshot,
+)
+from streams.core.state import AccountState
+from streams.core.valuation import position_im, total_im
+
+T0 = 1_780_000_000_000
+
+
+def ep3(acct: str, seq: int, ts: int, kind: str = "UPDATE", **pos: str) -> Ep3PositionEvent:
+    return Ep3PositionEvent(acct, kind, seq, ts, tuple(PositionQty(s.replace("_", "-"), D(q)) for s, q in pos.items()))
+
+
+def risk(acct: str, ts: int, avail: str = "1000", **pos: str) -> RiskSnapshot:
+    positions = tuple(RiskPosition(s.replace("_", "-"), D(q), D("1")) for s, q in pos.items())
+    return RiskSnapshot(acct, ts, positions, D(len(positions)), D(0), D(2000), D(avail))
+
+
+class Driver:
+    """Feeds records at explicit times and keeps the final state of every event."""
+
+    def __init__(self, **cfg: object) -> None:
+        self.engine = Engine(EngineConfig(**cfg))  # type: ignore[arg-type]
+        self.final: dict[str, object] = {}
+        self.emitted: list[object] = []
+
+    def at(self, dt: int, feed: Feed, record: object) -> Driver:
+        self.engine.process(feed, T0 + dt, record)  # type: ignore[arg-type]
+        return self
+
+    def advance(self, dt: int) -> Driver:
+        self.engine.advance(T0 + dt)
+        return self
+
+    def events(self, kind: type | None = None) -> list:
+        self.engine.flush()
+        for ev in self.engine.take_events():
+            self.emitted.append(ev)
+            self.final[ev.event_id] = ev
+        return [e for e in self.final.values() if kind is None or isinstance(e, kind)]
+
+
+# --- EP3 mirror ----------------------------------------------------------------------------------
+
+
+def test_full_snapshot_replaces_and_unlisted_symbols_become_absent() -> None:
+    """A SNAPSHOT with positions is a full replace: symbols it doesn't list become absent, not zero."""
+    acct = AccountState("A")
+    apply_ep3(acct, ep3("A", 1, T0, "SNAPSHOT", BTC="1", XAU="13"))
+    apply_ep3(acct, ep3("A", 2, T0, "SNAPSHOT", BTC="2"))
+    assert acct.ep3 == {"BTC": D(2)}
+    assert "XAU" not in acct.ep3
+
+
+def test_bookmark_snapshot_replaces_nothing() -> None:
+    """An empty SNAPSHOT is the bookmark: it marks the account ready and keeps every position."""
+    acct = AccountState("A")
+    apply_ep3(acct, ep3("A", 1, T0, "SNAPSHOT", XAU="13"))
+    assert apply_ep3(acct, ep3("A", 2, T0, "SNAPSHOT")) == "bookmark"
+    assert acct.ep3 == {"XAU": D(13)} and acct.ep3_ready
+
+
+def test_update_with_zero_is_present_and_flat() -> None:
+    """UPDATE qty 0 keeps the symbol present with 0; it does not remove it."""
+    acct = AccountState("A")
+    apply_ep3(acct, ep3("A", 1, T0, BTC="3"))
+    apply_ep3(acct, ep3("A", 2, T0, BTC="0"))
+    assert acct.ep3 == {"BTC": D(0)}
+
+
+@pytest.mark.parametrize("seq", [5, 4, 1])
+def test_stale_or_duplicate_seq_is_not_applied(seq: int) -> None:
+    """An event whose seq is not above the last applied one is counted and ignored."""
+    acct = AccountState("A")
+    apply_ep3(acct, ep3("A", 5, T0, BTC="3"))
+    assert apply_ep3(acct, ep3("A", seq, T0, BTC="9")) == "stale"
+    assert acct.ep3 == {"BTC": D(3)}
+
+
+# --- valuation -----------------------------------------------------------------------------------
+
+
+def test_unknown_mark_makes_im_unknown_never_zero() -> None:
+    """IM of a position without a mark is None, and so is any total including it (fail closed)."""
+    inst = {"XAU": Instrument("XAU", D(1), D("0.05"))}
+    assert position_im("XAU", D(13), inst, {}) is None
+    assert total_im({"XAU": D(13), "BTC": D(0)}, inst, {}) is None
+    assert position_im("XAU", D(-13), inst, {"XAU": D(11700)}) == D("7605.00")
+    assert position_im("BTC", D(0), {}, {}) == 0
+
+
+# --- mismatch lifecycle --------------------------------------------------------------------------
+
+
+def test_disagreement_resolved_exactly_at_grace_is_a_race() -> None:
+    """Grace is inclusive: resolving at first_seen + grace is a propagation_race, one event, resolved."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.at(10, Feed.EP3, ep3("A", 2, T0 + 10, BTC="2")).at(2010, Feed.RISK, risk("A", T0 + 2010, BTC="2"))
+    d.advance(60_000)
+    [m] = d.events(PositionMismatch)
+    assert (m.cls, m.state, m.confirmed_ts_ms, m.resolved_ts_ms) == ("propagation_race", "resolved", None, T0 + 2010)
+    assert m.fresher == "EP3" and m.delta == D(1)
+
+
+def test_disagreement_one_ms_past_grace_is_persistent_and_keeps_class_when_resolved() -> None:
+    """Outliving grace confirms the mismatch; its later resolution keeps the class and sets resolved_ts."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.at(10, Feed.EP3, ep3("A", 2, T0 + 10, BTC="2")).at(2011, Feed.RISK, risk("A", T0 + 2011, BTC="2"))
+    [m] = d.events(PositionMismatch)
+    assert (m.cls, m.state, m.confirmed_ts_ms, m.resolved_ts_ms) == ("persistent", "resolved", T0 + 2010, T0 + 2011)
+    assert m.version == 2
+    assert [e.state for e in d.emitted if isinstance(e, PositionMismatch)] == ["confirmed", "resolved"]
+
+
+def test_re_older_than_ep3_update_names_ep3_fresher() -> None:
+    """When RE's snapshot predates EP3's word on the symbol, EP3 is the fresher side."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0 - 500, BTC="1"))
+    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="2")).advance(10_000)
+    [m] = d.events(PositionMismatch)
+    assert m.fresher == "EP3" and m.cls == "persistent" and m.snapshot_age_ms == 500
+
+
+def test_absent_in_ep3_is_never_in_cache_and_reported_as_null() -> None:
+    """RE non-zero, EP3 absent, past grace: never_in_cache with ep3_qty None (not 0)."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, XAU="13")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.advance(5_000)
+    [m] = [e for e in d.events(PositionMismatch) if e.symbol == "XAU"]
+    assert m.cls == "never_in_cache" and m.ep3_qty is None and m.to_dict()["ep3_qty"] is None
+    assert m.delta == D(-13)
+
+
+def test_zero_in_ep3_versus_absent_in_re_is_no_mismatch() -> None:
+    """Present-and-flat on one side and absent on the other agree on the signed position."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0)).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="0"))
+    d.advance(10_000)
+    assert d.events(PositionMismatch) == []
+
+
+def test_records_at_the_same_instant_are_compared_after_all_applied() -> None:
+    """EP3 and RE changing together at one instant never open a mismatch, in either order."""
+    for order in (0, 1):
+        d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+        recs = [(Feed.EP3, ep3("A", 2, T0 + 5, BTC="4")), (Feed.RISK, risk("A", T0 + 5, BTC="4"))]
+        for feed, rec in recs[::-1] if order else recs:
+            d.at(5, feed, rec)
+        d.advance(10_000)
+        assert d.events(PositionMismatch) == []
+
+
+def test_late_record_is_applied_at_the_current_instant() -> None:
+    """A record older than the clock is applied now (counted), never rewinding time."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(100, Feed.EP3, ep3("A", 1, T0 + 100, "SNAPSHOT", BTC="1"))
+    d.at(50, Feed.MARKS, Mark("BTC", D(10), T0 + 50))
+    assert d.engine.now == T0 + 100 and d.engine.stats["late_records"] == 1
+
+
+# --- unvaluable ----------------------------------------------------------------------------------
+
+
+def test_late_mark_resolves_unvaluable() -> None:
+    """A present position without a mark opens `unvaluable`; the mark's late arrival resolves it."""
+    d = Driver().at(0, Feed.INSTRUMENTS, Instrument("XAU", D(1), D("0.05")))
+    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", XAU="13"))
+    [u] = d.events(Unvaluable)
+    assert (u.state, u.source, u.reason, u.qty) == ("opened", "EP3", "missing_mark", D(13))
+    d.at(30_000, Feed.MARKS, Mark("XAU", D(11700), T0 + 30_000)).advance(30_001)
+    [u] = d.events(Unvaluable)
+    assert (u.state, u.resolved_ts_ms, u.version) == ("resolved", T0 + 30_000, 2)
+
+
+# --- avail-gap flips -----------------------------------------------------------------------------
+
+
+def _og(acct: str, ts: int, avail: str, source: str = "EP3") -> OgMargin:
+    return OgMargin(acct, ts, source, D(1), D(5), D(2000), D(avail))  # type: ignore[arg-type]
+
+
+def test_flip_at_exactly_the_threshold_counts_as_allowed() -> None:
+    """avail == threshold passes (computed ≥ threshold), so 0 vs 0 is no flip and 0 vs -1 is one."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, avail="0")).at(0, Feed.OG_MARGIN, _og("A", T0, "0"))
+    assert d.events(AvailGapFlip) == []
+    d.at(2000, Feed.OG_MARGIN, _og("A", T0 + 2000, "-0.01"))
+    [f] = d.events(AvailGapFlip)
+    assert (f.state, f.computed_avail, f.published_avail, f.gap) == ("opened", D("-0.01"), D(0), D("-0.01"))
+    assert f.position_mismatch is False and f.og_open_orders_margin == D(5)
+
+
+def test_flip_is_one_episode_across_sweeps_and_resolves() -> None:
+    """Repeated sweeps with the decisions apart keep one event; agreement resolves it."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, avail="10"))
+    for i in range(5):
+        d.at(i * 2000, Feed.OG_MARGIN, _og("A", T0 + i * 2000, "-5"))
+    d.at(10_000, Feed.OG_MARGIN, _og("A", T0 + 10_000, "3"))
+    [f] = d.events(AvailGapFlip)
+    assert (f.state, f.opened_ts_ms, f.resolved_ts_ms, f.version) == ("resolved", T0, T0 + 10_000, 2)
+
+
+def test_flip_with_feed_divergence_is_flagged_with_im_deltas() -> None:
+    """A flip while the views disagree on a position says position_mismatch and lists IM deltas."""
+    d = Driver().at(0, Feed.INSTRUMENTS, Instrument("BTC", D(1), D("0.1"))).at(0, Feed.MARKS, Mark("BTC", D(100), T0))
+    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="3")).at(0, Feed.RISK, risk("A", T0, avail="10", BTC="1"))
+    d.at(0, Feed.OG_MARGIN, _og("A", T0, "-10"))
+    [f] = d.events(AvailGapFlip)
+    assert f.position_mismatch is True
+    assert dict(zip(f.im_delta_symbols, f.im_deltas, strict=True)) == {"BTC": D("29.0")}
+
+
+def test_thresholds_are_configurable() -> None:
+    """Each configured threshold has its own episodes."""
+    d = Driver(thresholds=(D(0), D(100))).at(0, Feed.RISK, risk("A", T0, avail="150"))
+    d.at(0, Feed.OG_MARGIN, _og("A", T0, "50"))
+    assert [f.threshold for f in d.events(AvailGapFlip)] == [D(100)]
+
+
+# --- witness -------------------------------------------------------------------------------------
+
+
+def test_fill_racing_its_ep3_update_is_not_an_anomaly() -> None:
+    """A fill seen 500 ms before EP3 reflects it stays within grace: no witness anomaly."""
+    d = Driver(witness_baseline="ep3").at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.at(1000, Feed.FILLS, Fill("f1", "A", "BTC", D(2), D(100), T0 + 1000))
+    d.at(1500, Feed.EP3, ep3("A", 2, T0 + 1500, BTC="3")).advance(120_000)
+    assert [e for e in d.events(WitnessCheck) if e.kind == "anomaly"] == []
+
+
+def test_witness_works_without_risk_and_catches_a_dormant_drop_in_the_sweep() -> None:
+    """With no RE at all, the EP3-seeded ledger catches a position a later snapshot dropped."""
+    d = Driver(witness_baseline="first").at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1", XAU="13"))
+    d.at(700_000, Feed.EP3, ep3("A", 2, T0 + 700_000, "SNAPSHOT", BTC="1")).advance(800_000)
+    anomalies = [e for e in d.events(WitnessCheck) if e.kind == "anomaly"]
+    assert [(a.symbol, a.status, a.ledger_qty, a.ep3_qty, a.baseline) for a in anomalies] == [
+        ("XAU", "never_in_cache", D(13), None, f"EP3@{T0}")]
+    sweeps = [e for e in d.events(WitnessCheck) if e.kind == "sweep"]
+    before_drop = [s for s in sweeps if s.ts_ms < T0 + 700_000]
+    assert before_drop[-1].dormant_positions == 2 and before_drop[-1].accounts_differing == 0
+    assert sweeps[-1].anomalies == 1 and sweeps[-1].accounts_differing == 1
+
+
+def test_same_input_gives_same_event_ids() -> None:
+    """Event ids depend only on input: two runs give identical ids and content."""
+    def run() -> list[dict]:
+        d = Driver().at(0, Feed.RISK, risk("A", T0, XAU="13")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+        d.advance(200_000)
+        return [e.to_dict() for e in d.events()]
+    assert run() == run()
