@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from streams.core import compare, mirror, witness
 from streams.core.events import Event, FeedHealth, SourceTransition, event_id
@@ -53,32 +55,25 @@ class Engine:
         self._dirty: dict[str, AccountState] = {}
         self._timers: list[tuple[int, int, str, str, int]] = []
         self._minute: int | None = None
-        self._minute_counts: Counter[str] = Counter()
+        self._minute_end = 0
+        self._minute_counts: Counter[Feed] = Counter()
         self._next_sweep: int | None = None
+        self.records_by_feed: Counter[str] = Counter()
+        self._handlers: dict[Feed, Callable[[Any], None]] = {
+            Feed.EP3: self._on_ep3, Feed.RISK: self._on_risk, Feed.OG_MARGIN: self._on_og,
+            Feed.FILLS: self._on_fill, Feed.MARKS: self._on_mark, Feed.INSTRUMENTS: self._on_instrument,
+        }
 
     # --- driver API ------------------------------------------------------------------------------
 
     def process(self, feed: Feed, ts_ms: int, record: Record) -> None:
         """Apply one record at event time `ts_ms` (clamped to the engine clock if late)."""
-        now = self.now
-        if ts_ms > now or not self.started:
+        if ts_ms > self.now or not self.started:
             self.advance(ts_ms)
-        elif ts_ms < now:
+        elif ts_ms < self.now:
             self.stats["late_records"] += 1
-        self._minute_counts[feed.value] += 1
-        self.stats[feed.value] += 1
-        if feed is Feed.EP3:
-            self._on_ep3(record)  # type: ignore[arg-type]
-        elif feed is Feed.MARKS:
-            self._on_mark(record)  # type: ignore[arg-type]
-        elif feed is Feed.RISK:
-            self._on_risk(record)  # type: ignore[arg-type]
-        elif feed is Feed.FILLS:
-            self._on_fill(record)  # type: ignore[arg-type]
-        elif feed is Feed.OG_MARGIN:
-            self._on_og(record)  # type: ignore[arg-type]
-        else:
-            self._on_instrument(record)  # type: ignore[arg-type]
+        self._minute_counts[feed] += 1
+        self._handlers[feed](record)
 
     def advance(self, ts_ms: int) -> None:
         """Move event time to `ts_ms`: settle the current instant, fire due timers, close minutes."""
@@ -87,13 +82,15 @@ class Engine:
             self.started = True
             self.now = ts_ms
             self._minute = ts_ms - ts_ms % MINUTE_MS
+            self._minute_end = self._minute + MINUTE_MS
             interval = self.cfg.sweep_interval_ms
             self._next_sweep = (ts_ms // interval + 1) * interval
             self.schedule(self._next_sweep, witness.SWEEP_TIMER, "", "", 0)
             return
         if ts_ms <= now:
             return
-        self._settle()
+        if self._dirty:
+            self._settle()
         timers = self._timers
         while timers and timers[0][0] < ts_ms:
             deadline, kind, account_id, symbol, first_seen = heapq.heappop(timers)
@@ -101,7 +98,8 @@ class Engine:
             self._fire(deadline, kind, account_id, symbol, first_seen)
             self._settle()
         self.now = ts_ms
-        self._close_minutes(ts_ms)
+        if ts_ms >= self._minute_end:
+            self._close_minutes(ts_ms)
 
     def flush(self) -> None:
         """Settle the current instant without moving time (end of input): no verdict is forced."""
@@ -191,10 +189,13 @@ class Engine:
                     acct.baseline_candidates.clear()
             if acct.dirty:
                 symbols, acct.dirty = acct.dirty, set()
-                for symbol in sorted(symbols):
-                    compare.compare_symbol(self, acct, symbol)
+                has_re, has_ledger = acct.re is not None, acct.ledger is not None
+                for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
+                    if has_re:
+                        compare.compare_symbol(self, acct, symbol)
                     compare.check_unvaluable(self, acct, symbol)
-                    witness.compare_ledger(self, acct, symbol, self.now)
+                    if has_ledger:
+                        witness.compare_ledger(self, acct, symbol, self.now)
             if acct.margin_dirty:
                 acct.margin_dirty = False
                 compare.check_flips(self, acct)
@@ -218,10 +219,13 @@ class Engine:
         if minute is None or ts_ms < minute + MINUTE_MS:
             return
         for feed, n in sorted(self._minute_counts.items()):
-            self.emit(FeedHealth(event_id(self.cfg.env, "feed_health", self.cfg.scope, minute, feed), 1,
-                                 self.cfg.env, self.source, minute, feed, n, self.cfg.scope))
+            name = str(feed)
+            self.records_by_feed[name] += n
+            self.emit(FeedHealth(event_id(self.cfg.env, "feed_health", self.cfg.scope, minute, name), 1,
+                                 self.cfg.env, self.source, minute, name, n, self.cfg.scope))
         self._minute_counts.clear()
         self._minute = ts_ms - ts_ms % MINUTE_MS
+        self._minute_end = self._minute + MINUTE_MS
 
     def close_minute(self) -> None:
         """Emit the feed counts of the current, unfinished minute (end of input)."""

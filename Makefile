@@ -1,0 +1,44 @@
+# divmon task runner. `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install tools kafka lint test test-fast demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install divmon with its dev extras
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,plot,demo,rocksdb]'
+	@touch $@
+
+tools: ## Install promtool/prometheus (Debian package) when missing
+	@scripts/install-tools.sh
+
+kafka: ## Fetch the Apache Kafka broker jars with Maven (tests start a real KRaft broker)
+	@scripts/fetch-kafka.sh
+
+lint: install ## ruff and mypy (strict on streams/core)
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/mypy streams
+
+test: install tools kafka ## Run the whole suite: unit, scenarios, properties, real Kafka, chdb, promtool
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install ## Unit, scenario and property tests only (no broker)
+	$(BIN)/pytest -m "not kafka and not slow" $(PYTEST_ARGS)
+
+demo: install ## The whole product in one command: broker, worker, ClickHouse, report, gate
+	$(BIN)/divmon demo
+
+bench: install kafka ## Benchmarks: replay vs bare parse, codec, worker, tapes diff
+	$(BIN)/python bench/run_all.py
+
+clean: ## Remove caches and local data (keeps .venv and the Kafka jars)
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis
