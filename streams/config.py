@@ -87,6 +87,7 @@ class Settings:
     clickhouse_password: Secret = field(default_factory=lambda: Secret(""))
     clickhouse_database: str = "divmon"
     clickhouse_path: str = "./var/chdb"
+    clickhouse_ca_cert: str = ""  # CA bundle for an https:// clickhouse_url; empty = system trust store
     clickhouse_ttl_days: int = 90
     sink_batch_rows: int = 5_000
     sink_batch_ms: int = 1_000
