@@ -145,17 +145,20 @@ class Engine:
             self.stats["risk_stale"] += 1
 
     def _on_og(self, og: OgMargin) -> None:
+        """OG's margin sweep; a change of an account's positions source is a transition row (the
+        gate's flip clock). Per account, so partition-local workers and a replay emit the same rows."""
         acct = self._touch(self.account(og.account_id))
+        before = acct.og.positions_source if acct.og is not None else "UNKNOWN"
         if not mirror.apply_og(acct, og):
             self.stats["og_stale"] += 1
             return
-        if og.positions_source != self.source:
+        if og.positions_source != before:
             self.emit(SourceTransition(
-                event_id(self.cfg.env, "source_transition", self.cfg.scope, self.now, og.positions_source),
-                1, self.cfg.env, og.positions_source, self.now, self.source, og.positions_source,
+                event_id(self.cfg.env, "source_transition", og.account_id, self.now, og.positions_source),
+                1, self.cfg.env, og.positions_source, self.now, before, og.positions_source,
                 og.account_id, self.cfg.scope,
             ))
-            self.source = og.positions_source
+        self.source = og.positions_source
 
     def _on_fill(self, fill: Fill) -> None:
         acct = self._touch(self.account(fill.account_id))
