@@ -78,14 +78,19 @@ def confirm_mismatch(eng: Engine, acct: AccountState, symbol: str, first_seen: i
 def _emit_mismatch(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: str, resolved: int | None
                    ) -> None:
     ep.version += 1
+    eng.emit(mismatch_event(eng, acct, ep, state, resolved, ep.version))
+
+
+def mismatch_event(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: str, resolved: int | None,
+                   version: int) -> PositionMismatch:
     snap = ep.re_snapshot
-    eng.emit(PositionMismatch(
-        ep.event_id, ep.version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
+    return PositionMismatch(
+        ep.event_id, version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
         ep.cls, ep.ep3_qty, ep.re_qty, (ep.ep3_qty or ZERO) - (ep.re_qty or ZERO),  # type: ignore[arg-type]
         ep.first_seen, ep.confirmed, resolved, ep.fresher, ep.mark, ep.im_delta,  # type: ignore[arg-type]
         snap.equity if snap else None, ep.snapshot_age_ms, snap.im_total if snap else None,
         snap.avail if snap else None, snap.open_orders_margin if snap else None,
-    ))
+    )
 
 
 # --- unvaluable ----------------------------------------------------------------------------------

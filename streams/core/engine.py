@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from streams.core import compare, mirror, witness
-from streams.core.events import Event, FeedHealth, SourceTransition, event_id
+from streams.core.events import Event, FeedHealth, PositionMismatch, SourceTransition, event_id
 from streams.core.params import EngineConfig
 from streams.core.records import (
     Ep3PositionEvent,
@@ -46,6 +46,7 @@ class Engine:
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
         self.source = "UNKNOWN"
+        self._source_key: tuple[int, str] = (0, "")
         self.now = 0
         self.started = False
         self.stats: Counter[str] = Counter()
@@ -105,6 +106,18 @@ class Engine:
         """Settle the current instant without moving time (end of input): no verdict is forced."""
         self._settle()
 
+    def pending(self) -> list[PositionMismatch]:
+        """Disagreements still inside their grace window, as `opened` mismatch events (class None).
+
+        They are not emitted while the stream runs — a verdict is held until grace has passed — but
+        at the end of a bounded input (replay) they are the final state of those episodes."""
+        out = []
+        for acct in self.accounts.values():
+            for ep in acct.mismatches.values():
+                if ep.confirmed is None:
+                    out.append(compare.mismatch_event(self, acct, ep, "opened", None, ep.version + 1))
+        return out
+
     def take_events(self) -> list[Event]:
         out, self._out = self._out, []
         return out
@@ -158,7 +171,10 @@ class Engine:
                 1, self.cfg.env, og.positions_source, self.now, before, og.positions_source,
                 og.account_id, self.cfg.scope,
             ))
-        self.source = og.positions_source
+        key = (og.ts_ms, og.account_id)
+        if key >= self._source_key:  # order-independent within an instant: the largest key wins
+            self._source_key = key
+            self.source = og.positions_source
 
     def _on_fill(self, fill: Fill) -> None:
         acct = self._touch(self.account(fill.account_id))
@@ -175,7 +191,7 @@ class Engine:
 
     def _revalue(self, symbol: str) -> None:
         """A price or instrument arrived: accounts holding an unvaluable `symbol` are re-checked."""
-        for account_id in self.unvaluable_index.get(symbol, ()):
+        for account_id in sorted(self.unvaluable_index.get(symbol, ())):
             self._touch(self.accounts[account_id]).dirty.add(symbol)
 
     # --- evaluation ------------------------------------------------------------------------------

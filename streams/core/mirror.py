@@ -66,14 +66,19 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     if prev is not None and snap.published_ts_ms < prev.published_ts_ms:
         return False
     new = {p.symbol: p.qty for p in snap.positions}
+    new_im = {p.symbol: p.im for p in snap.positions}
     old = acct.re
     if old is None:
+        # first RE view: everything either side holds is newly comparable
         acct.dirty.update(new)
+        acct.dirty.update(acct.ep3)
     else:
+        old_im = acct.re_im
         acct.dirty.update(s for s in old if s not in new)
         acct.dirty.update(s for s, q in new.items() if old.get(s) != q or s not in old)
+        acct.dirty.update(s for s, im in new_im.items() if (im is None) != (old_im.get(s) is None))
     acct.re = new
-    acct.re_im = {p.symbol: p.im for p in snap.positions}
+    acct.re_im = new_im
     acct.re_snapshot = snap
     acct.margin_dirty = True
     acct.baseline_candidates.setdefault("RE", (snap.published_ts_ms, dict(new)))

@@ -66,6 +66,13 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     engine.flush()
     engine.close_minute()
     _collect(engine, final, result, on_events)
+    pending = engine.pending()
+    if pending:  # disagreements still inside grace at the end of input: their final state is `opened`
+        result.emitted += len(pending)
+        for ev in pending:
+            final[ev.event_id] = ev
+        if on_events is not None:
+            on_events(list(pending))
     result.records = n
     result.stats = dict(engine.stats)
     return result
