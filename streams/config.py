@@ -55,6 +55,7 @@ class Settings:
     sweep_interval_ms: int = 60_000
     dormant_after_ms: int = 600_000
     witness_baseline: Literal["first", "risk", "ep3"] = "first"
+    risk_silence_ms: int = 0
 
     # --- topics ----------------------------------------------------------------------------------
     topic_ep3: str = "ep3.positions"
@@ -80,6 +81,12 @@ class Settings:
     data_dir: str = "./var/divmon"
     web_port: int = 6066
     metrics_port: int = 9108
+    idle_ms: int = 5_000  # an input silent this long (wall time) stops holding the watermark back
+    checkpoint_ms: int = 500  # state checkpoint + sink batch + commit cadence of the worker
+    session_timeout_ms: int = 30_000  # consumer-group session timeout (failure detection)
+    heartbeat_ms: int = 3_000
+    commit_interval_ms: int = 2_000
+    recovery_delay_ms: int = 1_000  # wait after a rebalance before table recovery starts
 
     # --- clickhouse ------------------------------------------------------------------------------
     clickhouse_url: str = ""

@@ -48,6 +48,8 @@ def engine_options(f: F) -> F:
         setting("dormant_after_ms", "A position with no EP3 update for this long is dormant.",
                 click.IntRange(0)),
         setting("witness_baseline", "What seeds the witness ledger.", click.Choice(["first", "risk", "ep3"])),
+        setting("risk_silence_ms", "Stand the EP3-vs-RE comparison down after RE is silent this long "
+                "(RE retired); 0 = never.", click.IntRange(0)),
     ]):
         f = opt(f)
     return f
@@ -58,4 +60,5 @@ def engine_config(settings: Settings, scope: str = "all") -> Any:
 
     return EngineConfig(env=settings.env, grace_ms=settings.grace_ms, thresholds=settings.thresholds,
                         sweep_interval_ms=settings.sweep_interval_ms, dormant_after_ms=settings.dormant_after_ms,
-                        witness_baseline=settings.witness_baseline, scope=scope)
+                        witness_baseline=settings.witness_baseline, scope=scope,
+                        risk_silence_ms=settings.risk_silence_ms)

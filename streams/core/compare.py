@@ -31,6 +31,9 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
     ep = acct.mismatches.get(symbol)
     if (e or ZERO) != (r or ZERO):
         if ep is None:
+            if not eng.risk_live():
+                eng.stats["compare_held_risk_silent"] += 1
+                return
             ep = MismatchEpisode(event_id(eng.cfg.env, "position_mismatch", acct.account_id, symbol, eng.now),
                                  symbol, eng.now, source=eng.source_for(acct))
             acct.mismatches[symbol] = ep
@@ -64,6 +67,10 @@ def confirm_mismatch(eng: Engine, acct: AccountState, symbol: str, first_seen: i
     """Grace ran out with the views still apart: the mismatch is confirmed and classified."""
     ep = acct.mismatches.get(symbol)
     if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+        return
+    if not eng.risk_live():
+        del acct.mismatches[symbol]
+        eng.stats["mismatch_withdrawn_risk_silent"] += 1
         return
     ep.confirmed = at
     if ep.ep3_qty is None and ep.re_qty:
@@ -142,7 +149,7 @@ def check_flips(eng: Engine, acct: AccountState) -> None:
     for th in eng.cfg.thresholds:
         differ = (og.avail >= th) != (snap.avail >= th)
         ep = acct.flips.get(th)
-        if differ and ep is None:
+        if differ and ep is None and eng.risk_live():
             ep = FlipEpisode(event_id(eng.cfg.env, "avail_gap_flip", acct.account_id, _num(th), eng.now),
                              th, eng.now, eng.source_for(acct))
             ep.fields = _flip_fields(eng, acct)

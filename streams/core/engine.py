@@ -46,6 +46,7 @@ class Engine:
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
         self.source = "UNKNOWN"
+        self.last_risk_ts: int | None = None
         self._source_key: tuple[int, str] = (0, "")
         self.now = 0
         self.started = False
@@ -130,6 +131,13 @@ class Engine:
 
     # --- used by compare / witness ---------------------------------------------------------------
 
+    def risk_live(self) -> bool:
+        """Is RE still publishing (see EngineConfig.risk_silence_ms)?"""
+        silence = self.cfg.risk_silence_ms
+        if not silence:
+            return True
+        return self.last_risk_ts is not None and self.now - self.last_risk_ts <= silence
+
     def source_for(self, acct: AccountState) -> str:
         """The positions source in force for an account: what OG's own margin sweep for it said,
         else the last one seen for any account, else UNKNOWN. Per account, so a partition-local
@@ -153,6 +161,7 @@ class Engine:
         self.stats["ep3_" + mirror.apply_ep3(acct, ev)] += 1
 
     def _on_risk(self, snap: RiskSnapshot) -> None:
+        self.last_risk_ts = self.now
         acct = self._touch(self.account(snap.account_id))
         if not mirror.apply_risk(acct, snap):
             self.stats["risk_stale"] += 1

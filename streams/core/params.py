@@ -17,6 +17,10 @@ class EngineConfig:
     full snapshot seen (RE preferred when both arrive at the same instant), `risk` only an RE
     snapshot, `ep3` only a non-empty EP3 snapshot (the choice after RE retirement).
     `scope` labels rows that describe a slice of the accounts (a worker's partitions).
+    `risk_silence_ms` (0 = off) makes the EP3-vs-RE comparison stand down once no risk snapshot at
+    all has arrived for that long — RE retired — instead of measuring EP3 against a frozen view:
+    no new mismatch or flip is opened, and one whose grace ends while RE is silent is withdrawn
+    (counted). The witness is unaffected. Off by default: a quiet RE is legitimately silent.
     """
 
     env: str = "demo"
@@ -26,6 +30,7 @@ class EngineConfig:
     dormant_after_ms: int = 600_000
     witness_baseline: Baseline = "first"
     scope: str = "all"
+    risk_silence_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.grace_ms < 0:

@@ -263,3 +263,23 @@ def test_same_input_gives_same_event_ids() -> None:
         d.advance(200_000)
         return [e.to_dict() for e in d.events()]
     assert run() == run()
+
+
+def test_comparison_stands_down_when_re_retires_but_witness_keeps_watching() -> None:
+    """With risk_silence_ms set, EP3 moving after RE went silent opens no mismatch; the witness still sees."""
+    d = Driver(risk_silence_ms=30_000).at(0, Feed.RISK, risk("A", T0, BTC="1"))
+    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.at(60_000, Feed.FILLS, Fill("f1", "A", "BTC", D(1), D(100), T0 + 60_000))
+    d.at(60_050, Feed.EP3, ep3("A", 2, T0 + 60_050, BTC="2"))
+    d.at(120_000, Feed.EP3, ep3("A", 3, T0 + 120_000, "SNAPSHOT", ETH="1")).advance(200_000)
+    assert d.events(PositionMismatch) == []
+    assert d.engine.stats["compare_held_risk_silent"] >= 1
+    statuses = sorted((a.symbol, a.status) for a in d.events(WitnessCheck) if a.kind == "anomaly")
+    assert statuses == [("BTC", "never_in_cache"), ("ETH", "phantom")]
+
+
+def test_without_risk_silence_a_frozen_re_keeps_comparing() -> None:
+    """By default a quiet RE is still a witness: the same input gives a persistent mismatch."""
+    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
+    d.at(60_050, Feed.EP3, ep3("A", 2, T0 + 60_050, BTC="2")).advance(200_000)
+    assert [m.cls for m in d.events(PositionMismatch)] == ["persistent"]
