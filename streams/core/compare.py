@@ -34,8 +34,7 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
             if not eng.risk_live():
                 eng.stats["compare_held_risk_silent"] += 1
                 return
-            ep = MismatchEpisode(event_id(eng.cfg.env, "position_mismatch", acct.account_id, symbol, eng.now),
-                                 symbol, eng.now, source=eng.source_for(acct))
+            ep = MismatchEpisode("", symbol, eng.now, source=eng.source_for(acct))  # id made when emitted
             acct.mismatches[symbol] = ep
             eng.schedule(eng.now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, eng.now)
         _observe(eng, acct, ep, e, r)
@@ -91,6 +90,8 @@ def _emit_mismatch(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: 
 def mismatch_event(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: str, resolved: int | None,
                    version: int) -> PositionMismatch:
     snap = ep.re_snapshot
+    if not ep.event_id:
+        ep.event_id = event_id(eng.cfg.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
     return PositionMismatch(
         ep.event_id, version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
         ep.cls, ep.ep3_qty, ep.re_qty, (ep.ep3_qty or ZERO) - (ep.re_qty or ZERO),  # type: ignore[arg-type]

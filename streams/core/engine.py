@@ -218,10 +218,13 @@ class Engine:
             if acct.dirty:
                 symbols, acct.dirty = acct.dirty, set()
                 has_re, has_ledger = acct.re is not None, acct.ledger is not None
+                instruments, marks, re_im = self.instruments, self.marks, acct.re_im
                 for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
                     if has_re:
                         compare.compare_symbol(self, acct, symbol)
-                    compare.check_unvaluable(self, acct, symbol)
+                    if (acct.unvaluable or symbol not in instruments or symbol not in marks
+                            or (symbol in re_im and re_im[symbol] is None)):
+                        compare.check_unvaluable(self, acct, symbol)
                     if has_ledger:
                         witness.compare_ledger(self, acct, symbol, self.now)
             if acct.margin_dirty:

@@ -51,8 +51,8 @@ def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> Non
     ep = acct.anomalies.get(symbol)
     if (lq or ZERO) != (eq or ZERO):
         if ep is None:
-            ep = AnomalyEpisode(event_id(eng.cfg.env, "witness_check", acct.account_id, symbol, at),
-                                symbol, at, eng.source_for(acct))
+            # the id is computed when first emitted: most pending disagreements are races that never are
+            ep = AnomalyEpisode("", symbol, at, eng.source_for(acct))
             acct.anomalies[symbol] = ep
             eng.schedule(at + eng.cfg.grace_ms, ANOMALY_TIMER, acct.account_id, symbol, at)
         ep.ledger_qty, ep.ep3_qty = lq, eq
@@ -80,6 +80,8 @@ def confirm_anomaly(eng: Engine, acct: AccountState, symbol: str, first_seen: in
 
 def _emit_anomaly(eng: Engine, acct: AccountState, ep: AnomalyEpisode, state: str, resolved: int | None) -> None:
     ep.version += 1
+    if not ep.event_id:
+        ep.event_id = event_id(eng.cfg.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
     eng.emit(WitnessCheck(
         ep.event_id, ep.version, eng.cfg.env, ep.source, "anomaly", ep.first_seen, acct.account_id, ep.symbol,
         ep.ledger_qty, ep.ep3_qty, ep.status, state, acct.baseline, ep.first_seen,  # type: ignore[arg-type]

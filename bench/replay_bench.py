@@ -1,0 +1,111 @@
+"""Replay throughput against bare JSON parsing of the same tape, measured in the same run.
+
+    .venv/bin/python bench/replay_bench.py [--records 1000000] [--tape /tmp/divmon-bench/day.jsonl]
+
+Generates a simulated mixed day (bench/gen_tape.py; reused if present with the same size), then
+measures, each in a fresh subprocess so that neither inherits the other's heap:
+  1. bare parse: `json.loads` of every line (the floor for any JSON Lines reader);
+  2. read: the tape reader (parse + contract validation + typed records), no engine;
+  3. replay: the whole `divmon replay` path (reader + engine + final-state bookkeeping).
+CPU seconds are reported (process time), which is steadier than wall time on a shared machine.
+Goal from the issue: replay ≤ 3× bare parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PHASES = {
+    "parse": """
+import json, sys
+n = 0
+with open(sys.argv[1], encoding="utf-8") as fh:
+    for line in fh:
+        json.loads(line); n += 1
+print(n)
+""",
+    "read": """
+import sys
+from pathlib import Path
+from streams.tapes.replay import open_tape
+n = sum(1 for _ in open_tape(Path(sys.argv[1])))
+print(n)
+""",
+    "replay": """
+import sys
+from pathlib import Path
+from streams.core.params import EngineConfig
+from streams.tapes import replay
+r = replay.run(replay.merge([replay.open_tape(Path(sys.argv[1]))]), EngineConfig())
+print(r.records, r.emitted, len(r.events))
+""",
+}
+
+MEASURE = """
+import resource, sys, time
+t0 = time.process_time()
+exec(compile(sys.argv.pop(1), "phase", "exec"))
+cpu = time.process_time() - t0
+print("CPU", cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def run_phase(name: str, tape: Path) -> tuple[float, int, str]:
+    out = subprocess.run([sys.executable, "-c", MEASURE, PHASES[name], str(tape)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    result = out[0]
+    cpu_line = next(line for line in out if line.startswith("CPU"))
+    _, cpu, rss = cpu_line.split()
+    return float(cpu), int(rss), result
+
+
+def ensure_tape(tape: Path, records: int) -> None:
+    meta = tape.with_suffix(".meta.json")
+    if tape.exists() and meta.exists() and json.loads(meta.read_text()).get("records") == records:
+        return
+    tape.parent.mkdir(parents=True, exist_ok=True)
+    print(f"generating a {records:,}-record tape at {tape} ...", file=sys.stderr)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_tape.py"), "--records", str(records),
+                    "--out", str(tape)], cwd=ROOT, check=True, stdout=sys.stderr)
+    meta.write_text(json.dumps({"records": records}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--tape", type=Path, default=Path("/tmp/divmon-bench/day.jsonl"))
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = ap.parse_args()
+    ensure_tape(args.tape, args.records)
+    started = time.perf_counter()
+    figures = {}
+    for name in PHASES:
+        cpu, rss_kb, result = run_phase(name, args.tape)
+        figures[name] = {"cpu_s": round(cpu, 2), "records_per_cpu_s": round(args.records / cpu),
+                         "peak_rss_mb": round(rss_kb / 1024), "result": result}
+    parse = figures["parse"]["cpu_s"]
+    for f in figures.values():
+        f["ratio_to_parse"] = round(f["cpu_s"] / parse, 2)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(f"tape: {args.tape} ({args.records:,} records, {args.tape.stat().st_size / 2**20:.0f} MiB)")
+        print(f"{'phase':<8} {'CPU s':>8} {'records/s':>12} {'× parse':>8} {'peak RSS':>9}")
+        for name, f in figures.items():
+            print(f"{name:<8} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
+                  f"{f['peak_rss_mb']:>7} MB")
+        print(f"replay events: {figures['replay']['result']} (records, emitted, final)")
+        print(f"goal: replay ≤ 3.00× bare parse — measured {figures['replay']['ratio_to_parse']:.2f}× "
+              f"({time.perf_counter() - started:.0f} s wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
