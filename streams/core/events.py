@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, ClassVar, Literal
 
 MismatchClass = Literal["propagation_race", "persistent", "never_in_cache", "phantom"]
 Fresher = Literal["EP3", "RE", "UNKNOWN"]
 State = Literal["opened", "confirmed", "resolved"]
+_EXACT = Context(prec=200)  # normalize() rounds to the context precision: never round here
 UNEXPLAINED_CLASSES: frozenset[str] = frozenset({"persistent", "never_in_cache", "phantom"})
 
 
@@ -28,9 +29,18 @@ def event_id(*parts: object) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
+def decimal_text(d: Decimal) -> str:
+    """Canonical text of a decimal: no exponent, no trailing fractional zeros ("13", "0.5", "-7605").
+
+    Whatever form a value arrived in (a JSON tape's "0.500", Avro's fixed scale), it prints the same."""
+    if not d:
+        return "0"
+    return format(d.normalize(_EXACT), "f")
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, Decimal):
-        return str(v)
+        return decimal_text(v)
     if isinstance(v, tuple):
         return [_jsonable(x) for x in v]
     return v

@@ -119,7 +119,7 @@ FEED_OF: dict[type, Feed] = {
 
 
 def _get(m: Mapping[str, Any], name: str, where: str) -> Any:
-    if not isinstance(m, Mapping):
+    if type(m) is not dict and not isinstance(m, Mapping):
         raise RecordError(f"expected an object, got {type(m).__name__}", where or "value")
     try:
         return m[name]
@@ -261,9 +261,13 @@ def _s(v: Any) -> bool:
 
 
 def _d(v: Any) -> Decimal:
-    if type(v) is not str:
+    tv = type(v)
+    if tv is _D:  # the Avro codec hands over finished decimals
+        d: Decimal = v
+    elif tv is str:
+        d = _D(v)
+    else:
         raise TypeError
-    d = _D(v)
     if not d.is_finite():
         raise ValueError
     return d

@@ -283,3 +283,14 @@ def test_without_risk_silence_a_frozen_re_keeps_comparing() -> None:
     d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))
     d.at(60_050, Feed.EP3, ep3("A", 2, T0 + 60_050, BTC="2")).advance(200_000)
     assert [m.cls for m in d.events(PositionMismatch)] == ["persistent"]
+
+
+@pytest.mark.parametrize(("raw", "text"), [("13.000000000000", "13"), ("0.500", "0.5"), ("1E+1", "10"),
+                                           ("-0", "0"), ("1E-7", "0.0000001"),
+                                           ("12345678901234567890123456.123456789012",
+                                            "12345678901234567890123456.123456789012")])
+def test_decimals_print_canonically_and_exactly(raw: str, text: str) -> None:
+    """Event JSON prints a decimal the same whatever form it arrived in, never rounded or in exponent form."""
+    from streams.core.events import decimal_text
+
+    assert decimal_text(D(raw)) == text
