@@ -1,0 +1,179 @@
+"""Encode and decode divmon records and events as Avro (fastavro) on the wire.
+
+- `Codec(feed)`: one input feed. `decode(bytes) -> Record` validates through
+  `streams.core.records.parse_value`, so contract violations are the same `RecordError`s a JSON tape
+  gives, wrapped in `DecodeError("contract")`. `decode_many` decodes a batch and never raises for a
+  poison record: its slot holds the `DecodeError` instead.
+- `EventCodec()`: every output event type. `encode_event(event) -> bytes`,
+  `decode_event(bytes) -> dict` shaped like `Event.to_dict()`.
+
+Framing is Avro single-object encoding unless a `SchemaIds` (Schema Registry) is given, then the
+Confluent wire format. Decoding accepts both whenever it can resolve the schema. Decoded decimals
+are canonical (see `decimals.py`). Registry failures raise `RegistryError` (retry, don't dead-letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from io import BytesIO
+from typing import Any
+
+import fastavro
+
+from streams.codec.convert import jsonable, to_mapping
+from streams.codec.errors import DecodeError, EncodeError
+from streams.codec.framing import Resolver, confluent_header, read_body, single_object_header
+from streams.codec.registry import SchemaIds
+from streams.codec.schemas import AvroSchema, default_schemas
+from streams.core.events import EVENT_TYPES
+from streams.core.records import FEED_OF, Feed, Record, RecordError, parse_value
+
+RECORD_TYPES: dict[Feed, type] = {feed: cls for cls, feed in FEED_OF.items()}
+EVENT_SCHEMA_NAMES: dict[str, str] = {t: cls.__name__ for t, cls in EVENT_TYPES.items()}
+
+
+def write_body(schema: AvroSchema, value: Mapping[str, Any]) -> bytes:
+    """The Avro body of `value` (decimals as Decimal, int or decimal string). Raises EncodeError."""
+    wire = schema.to_wire(value, "") if schema.to_wire is not None else value
+    bio = BytesIO()
+    try:
+        fastavro.schemaless_writer(bio, schema.raw, wire, strict=True)
+    except Exception as exc:
+        raise EncodeError(f"not valid for {schema.name}: {type(exc).__name__}: {exc}") from exc
+    return bio.getvalue()
+
+
+class _Framer:
+    """The header for a schema: single-object, or Confluent with a cached registry id per subject."""
+
+    def __init__(self, registry: SchemaIds | None) -> None:
+        self._registry = registry
+        self._headers: dict[tuple[str, str], bytes] = {}
+
+    def header(self, schema: AvroSchema, subject: str) -> bytes:
+        key = (schema.name, subject)
+        found = self._headers.get(key)
+        if found is None:
+            if self._registry is None:
+                found = single_object_header(schema)
+            else:
+                found = confluent_header(self._registry.id_for(subject, schema))
+            self._headers[key] = found
+        return found
+
+
+class Codec:
+    """Encoder/decoder of one input feed. Holds only caches; one per feed per worker is enough.
+
+    `subject` (Confluent only) defaults to the TopicNameStrategy subject of the feed's default topic.
+    """
+
+    def __init__(
+        self,
+        feed: Feed,
+        *,
+        registry: SchemaIds | None = None,
+        subject: str | None = None,
+        schemas: Mapping[str, AvroSchema] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.record_type = RECORD_TYPES[feed]
+        self.schema = (schemas or default_schemas())[self.record_type.__name__]
+        self.subject = subject or f"{feed.value}-value"
+        self._framer = _Framer(registry)
+        self._resolver = Resolver([self.schema], registry)
+
+    def encode(self, record: Record) -> bytes:
+        """Framed Avro bytes of `record`; EncodeError if a decimal doesn't fit the schema exactly."""
+        if type(record) is not self.record_type:
+            expected, got = self.record_type.__name__, type(record).__name__
+            raise EncodeError(f"{self.feed.value} carries {expected}, not {got}")
+        return self.encode_value(to_mapping(record))
+
+    def encode_value(self, value: Mapping[str, Any]) -> bytes:
+        """Framed Avro bytes of a plain mapping, *without* contract validation (tests, poison injection)."""
+        return self._framer.header(self.schema, self.subject) + write_body(self.schema, value)
+
+    def decode_value(self, data: bytes) -> dict[str, Any]:
+        """The Avro value in `data` before contract validation, decimals canonical. Raises DecodeError."""
+        plan, offset = self._resolver.plan(data)
+        return read_body(plan, data, offset)
+
+    def decode(self, data: bytes) -> Record:
+        """The record in `data`. Raises DecodeError (reason `contract` wraps the RecordError)."""
+        return self._validate(self.decode_value(data))
+
+    def _validate(self, value: dict[str, Any]) -> Record:
+        try:
+            return parse_value(self.feed, value)
+        except RecordError as exc:
+            raise DecodeError("contract", str(exc), field=exc.field) from exc
+
+    def decode_many(self, batch: Sequence[bytes]) -> list[Record | DecodeError]:
+        """Decode a batch in order; a poison record yields its DecodeError in its slot, never a raise.
+
+        The header is resolved once per run of records sharing it (normally the whole batch): each
+        record then costs one prefix comparison, one fastavro read, the decimal fix and the parser.
+        RegistryError (transient) still propagates: retry the batch, don't dead-letter it.
+        """
+        out: list[Record | DecodeError] = []
+        append = out.append
+        prefix, plan, offset = b"\xff", None, 0
+        for data in batch:
+            try:
+                if plan is None or not data.startswith(prefix):
+                    plan, offset = self._resolver.plan(data)
+                    prefix = bytes(data[:offset])
+                append(self._validate(read_body(plan, data, offset)))
+            except DecodeError as exc:
+                append(exc)
+        return out
+
+
+class EventCodec:
+    """Encoder/decoder of every output event type (the schema is chosen by the event's class).
+
+    `topics` maps event TYPE to its output topic (default: the TYPE itself, as DESIGN section 3 names
+    the topics); the Confluent subject is `<topic>-value`.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: SchemaIds | None = None,
+        topics: Mapping[str, str] | None = None,
+        schemas: Mapping[str, AvroSchema] | None = None,
+    ) -> None:
+        loaded = schemas or default_schemas()
+        self._schemas = {t: loaded[name] for t, name in EVENT_SCHEMA_NAMES.items()}
+        self._types = {s.name: t for t, s in self._schemas.items()}
+        self._subjects = {t: f"{(topics or {}).get(t, t)}-value" for t in self._schemas}
+        self._framer = _Framer(registry)
+        self._resolver = Resolver(list(self._schemas.values()), registry)
+
+    def encode_event(self, event: Any) -> bytes:
+        """Framed Avro bytes of an event from `streams.core.events`. Raises EncodeError."""
+        event_type = getattr(event, "TYPE", None)
+        schema = self._schemas.get(event_type) if isinstance(event_type, str) else None
+        if schema is None or not isinstance(event_type, str):
+            raise EncodeError(f"not an output event: {type(event).__name__}")
+        header = self._framer.header(schema, self._subjects[event_type])
+        return header + write_body(schema, to_mapping(event))
+
+    def decode_event(self, data: bytes, *, as_json: bool = True) -> dict[str, Any]:
+        """`{"type": ..., fields}` like `Event.to_dict()` (field `class`, decimals as canonical strings).
+
+        With `as_json=False` decimals stay `Decimal`. Raises DecodeError.
+        """
+        plan, offset = self._resolver.plan(data)
+        value = read_body(plan, data, offset)
+        fields = {k: jsonable(v) for k, v in value.items()} if as_json else value
+        return {"type": self._types[plan.target.name], **fields}
+
+
+def input_codecs(
+    registry: SchemaIds | None = None, topics: Mapping[Feed, str] | None = None
+) -> dict[Feed, Codec]:
+    """One `Codec` per input feed; `topics` overrides the default topic names (Confluent subjects)."""
+    names = topics or {}
+    return {f: Codec(f, registry=registry, subject=f"{names.get(f, f.value)}-value") for f in Feed}

@@ -1,0 +1,105 @@
+"""Exact conversions between `Decimal` and Avro decimal bytes, and the canonical decimal form.
+
+Canonical form (what every decoded decimal looks like): the value with trailing fractional zeros
+removed and a non-positive exponent, so it never prints with a positive exponent:
+``13.000000000000 -> 13``, ``0.500 -> 0.5``, ``10 -> 10`` (not ``1E+1``), ``-0 -> 0``. The same value
+therefore prints the same whether it came from Avro (fixed scale) or from a JSON tape.
+(Python's `str` still uses exponent notation below 1e-6, e.g. ``1E-7``: that is a printing choice of
+the caller; the value itself is canonical.)
+
+Nothing here rounds: encoding a value that needs more fractional digits than the schema scale, or
+more digits than its precision, raises `EncodeError`; decoding bytes wider than the precision raises
+`ValueError` (the codec reports it as `malformed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Context, Decimal, Inexact, InvalidOperation
+from typing import Any
+
+from streams.codec.errors import EncodeError
+
+# Wider than any schema precision, and trapping: an operation here that would lose a digit raises.
+_CTX = Context(prec=100, traps=[Inexact, InvalidOperation])
+_ONE = Decimal(1)
+_ZERO = Decimal(0)
+
+DecimalReader = Callable[[bytes], Decimal]
+DecimalWriter = Callable[[Any, str], bytes]
+
+
+def canonical(d: Decimal) -> Decimal:
+    """`d` in canonical form (see module docstring). Non-finite values are returned unchanged."""
+    if not d.is_finite():
+        return d
+    if not d:
+        return _ZERO
+    if d == d.to_integral_value():
+        return d.quantize(_ONE, context=_CTX)
+    return d.normalize(_CTX)
+
+
+def decimal_reader(scale: int, precision: int) -> DecimalReader:
+    """A function turning Avro decimal bytes of this scale into a canonical `Decimal`.
+
+    Integral values (most quantities) take one `divmod`; the others strip trailing zeros with integer
+    arithmetic, which is faster than `Decimal.normalize` and never rounds. Values wider than the
+    precision raise ValueError (checked only when the byte length allows it, i.e. rarely).
+    """
+    unit = 10**scale
+    limit = 10**precision
+    safe_len = (limit - 1).bit_length() // 8  # any signed value this short is below the limit
+    from_bytes = int.from_bytes
+
+    def read(raw: bytes) -> Decimal:
+        u = from_bytes(raw, "big", signed=True)
+        if len(raw) > safe_len and not -limit < u < limit:
+            raise ValueError(f"decimal wider than precision {precision}")
+        q, r = divmod(u, unit)
+        if not r:
+            return Decimal(q)
+        k = scale
+        while not u % 10:
+            u //= 10
+            k -= 1
+        return Decimal(u).scaleb(-k, _CTX)
+
+    return read
+
+
+def to_exact_decimal(v: Any, field: str) -> Decimal:
+    """`Decimal` from a Decimal, int or decimal string; floats and booleans are refused."""
+    if isinstance(v, Decimal):
+        d = v
+    elif isinstance(v, int) and not isinstance(v, bool):
+        d = Decimal(v)
+    elif isinstance(v, str):
+        try:
+            d = Decimal(v)
+        except InvalidOperation:
+            raise EncodeError(f"not a decimal: {v!r}", field) from None
+    else:
+        raise EncodeError(f"expected a Decimal, int or decimal string, got {type(v).__name__}", field)
+    if not d.is_finite():
+        raise EncodeError(f"not a finite decimal: {v!r}", field)
+    return d
+
+
+def decimal_writer(scale: int, precision: int) -> DecimalWriter:
+    """A function turning a decimal value into Avro decimal bytes of this scale, exactly or not at all."""
+    limit = 10**precision
+
+    def write(v: Any, field: str) -> bytes:
+        d = to_exact_decimal(v, field)
+        try:
+            u = int(d.scaleb(scale, _CTX).to_integral_exact(context=_CTX))
+        except Inexact as exc:
+            raise EncodeError(
+                f"{d} has more fractional digits than the schema scale {scale}; refusing to round", field
+            ) from exc
+        if not -limit < u < limit:
+            raise EncodeError(f"{d} does not fit decimal({precision},{scale})", field)
+        return u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True)
+
+    return write
