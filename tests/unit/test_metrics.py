@@ -1,0 +1,201 @@
+"""The metrics module: one declaration, `divmon_` names, constant `env`, no account ids in labels."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from decimal import Decimal
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams import metrics
+from streams.core.events import AvailGapFlip, PositionMismatch, WitnessCheck
+from streams.metrics import Metrics
+
+FORBIDDEN_LABEL = re.compile(r"account|symbol|user|password|secret|event_id", re.IGNORECASE)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def _touch_all(m: Metrics) -> None:
+    """Give every labelled metric one child so that it appears in the exposition."""
+    m.dead_letters.labels(feed="fills", reason="malformed").inc()
+    m.events_emitted.labels(type="position_mismatch", **{"class": "persistent"}).inc()
+    m.unvaluable.labels(source="EP3", reason="missing_mark").inc()
+
+
+def _families(registry: CollectorRegistry) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+    text = generate_latest(registry).decode()
+    return {f.name: [(s.name, s.labels, s.value) for s in f.samples]
+            for f in text_string_to_metric_families(text)}
+
+
+def _value(registry: CollectorRegistry, sample: str, **labels: str) -> float:
+    value = registry.get_sample_value(sample, {"env": "test", **labels})
+    assert value is not None, f"no sample {sample}{labels}"
+    return value
+
+
+def test_every_field_is_a_registered_divmon_metric(registry: CollectorRegistry) -> None:
+    """Each NamedTuple field is a prometheus-client metric whose family appears in the exposition."""
+    m = metrics.create(registry, env="test")
+    _touch_all(m)
+    families = _families(registry)
+    for name in Metrics._fields:
+        metric = getattr(m, name)
+        assert isinstance(metric, Counter | Gauge | Histogram | Info), name
+        family = metric._name
+        assert family.startswith("divmon_"), family
+        exposed = family + "_info" if isinstance(metric, Info) else family
+        assert exposed in families, f"{name}: {exposed} not exposed"
+
+
+def test_all_metrics_carry_the_env_constant_label(registry: CollectorRegistry) -> None:
+    """Every exposed sample is labelled env=<DIVMON_ENV>, without callers passing it."""
+    m = metrics.create(registry, env="prod")
+    _touch_all(m)
+    samples = [s for fam in _families(registry).values() for s in fam]
+    assert samples
+    assert all(labels.get("env") == "prod" for _, labels, _ in samples)
+
+
+def test_no_label_can_carry_an_account_id(registry: CollectorRegistry) -> None:
+    """Label names come from closed sets; none is named like an account, symbol or secret."""
+    m = metrics.create(registry, env="test")
+    for name in Metrics._fields:
+        labelnames = getattr(m, name)._labelnames
+        bad = [label for label in labelnames if FORBIDDEN_LABEL.search(label)]
+        assert not bad, f"{name} has labels {bad}"
+        assert "env" not in labelnames, f"{name}: env is a constant label, not a call-site label"
+
+
+def test_exposition_contains_expected_names(registry: CollectorRegistry) -> None:
+    """The names that rules and dashboards use are in the text exposition."""
+    _touch_all(metrics.create(registry, env="test"))
+    text = generate_latest(registry).decode()
+    for name in ("divmon_records_consumed_total", "divmon_dead_letters_total", "divmon_events_emitted_total",
+                 "divmon_mismatches_total", "divmon_open_mismatches", "divmon_open_witness_anomalies",
+                 "divmon_snapshot_age_seconds_bucket", "divmon_avail_gap_abs_bucket",
+                 "divmon_avail_gap_flips_total", "divmon_witness_sweeps_total",
+                 "divmon_witness_accounts_checked_total", "divmon_witness_anomalies_total",
+                 "divmon_witness_oldest_dormant_age_seconds", "divmon_warming", "divmon_engine_lag_seconds",
+                 "divmon_sink_buffered_rows", "divmon_sink_write_failures_total",
+                 "divmon_sink_batch_seconds_bucket", "divmon_consumer_lag_records",
+                 "divmon_positions_source", "divmon_build_info"):
+        assert re.search(rf"^{name}\{{", text, re.MULTILINE), name
+
+
+def test_alert_series_exist_at_zero_from_the_start(registry: CollectorRegistry) -> None:
+    """Per-feed and per-class series exist at 0 so rate() sees the first increment."""
+    metrics.create(registry, env="test")
+    for feed in metrics.FEEDS:
+        assert _value(registry, "divmon_records_consumed_total", feed=feed) == 0
+    for cls in metrics.MISMATCH_CLASSES:
+        assert _value(registry, "divmon_mismatches_total", **{"class": cls}) == 0
+    assert _value(registry, "divmon_avail_gap_flips_total", position_mismatch="false") == 0
+
+
+def test_snapshot_age_buckets_span_50ms_to_10min(registry: CollectorRegistry) -> None:
+    """The snapshot-age histogram resolves the grace window and a stuck risk engine."""
+    assert metrics.SNAPSHOT_AGE_BUCKETS[0] == 0.05
+    assert metrics.SNAPSHOT_AGE_BUCKETS[-1] == 600
+    assert 2.0 in metrics.SNAPSHOT_AGE_BUCKETS
+    m = metrics.create(registry, env="test")
+    m.snapshot_age.observe(1.5)
+    assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="2.0") == 1
+    assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="1.0") == 0
+
+
+def test_two_registries_are_independent() -> None:
+    """create() can be called once per registry; a second call on the same registry is refused."""
+    a, b = CollectorRegistry(), CollectorRegistry()
+    metrics.create(a, env="test").warming.set(1)
+    metrics.create(b, env="test")
+    assert _value(a, "divmon_warming") == 1
+    assert _value(b, "divmon_warming") == 0
+    with pytest.raises(ValueError, match="Duplicated"):
+        metrics.create(a, env="test")
+
+
+def test_positions_source_marks_one_current(registry: CollectorRegistry) -> None:
+    """Exactly the source in force is 1."""
+    m = metrics.create(registry, env="test")
+    metrics.set_positions_source(m, "EP3")
+    assert _value(registry, "divmon_positions_source", source="EP3") == 1
+    assert _value(registry, "divmon_positions_source", source="RISK_ENGINE") == 0
+
+
+def test_set_open_zeroes_classes_that_closed(registry: CollectorRegistry) -> None:
+    """Open gauges are set from engine state; a class no longer present goes back to 0."""
+    m = metrics.create(registry, env="test")
+    metrics.set_open(m.open_mismatches, "class", {"persistent": 2}, metrics.OPEN_MISMATCH_CLASSES)
+    assert _value(registry, "divmon_open_mismatches", **{"class": "persistent"}) == 2
+    metrics.set_open(m.open_mismatches, "class", {}, metrics.OPEN_MISMATCH_CLASSES)
+    assert _value(registry, "divmon_open_mismatches", **{"class": "persistent"}) == 0
+
+
+def _mismatch(state: str, cls: str | None, confirmed: int | None) -> PositionMismatch:
+    return PositionMismatch(
+        event_id="e1", version=1, env="test", positions_source="EP3", account_id="A1", symbol="XAU-PERP",
+        state=state, cls=cls, ep3_qty=None, re_qty=Decimal(13), delta=Decimal(-13),  # type: ignore[arg-type]
+        first_seen_ts_ms=0, confirmed_ts_ms=confirmed, resolved_ts_ms=None, fresher="UNKNOWN", mark=None,
+        im_delta=None, equity=None, snapshot_age_ms=None, re_im_total=None, re_avail=None,
+        re_open_orders_margin=None)
+
+
+def test_observe_event_counts_each_mismatch_episode_once(registry: CollectorRegistry) -> None:
+    """Opened, confirmed and resolved versions of one mismatch count one episode of its class."""
+    m = metrics.create(registry, env="test")
+    for ev in (_mismatch("opened", None, None), _mismatch("confirmed", "never_in_cache", 2000),
+               _mismatch("resolved", "never_in_cache", 2000)):
+        metrics.observe_event(m, ev)
+    metrics.observe_event(m, _mismatch("resolved", "propagation_race", None))
+    assert _value(registry, "divmon_mismatches_total", **{"class": "never_in_cache"}) == 1
+    assert _value(registry, "divmon_mismatches_total", **{"class": "propagation_race"}) == 1
+    assert _value(registry, "divmon_events_emitted_total", type="position_mismatch",
+                  **{"class": "never_in_cache"}) == 2
+    assert _value(registry, "divmon_events_emitted_total", type="position_mismatch", **{"class": ""}) == 1
+
+
+def test_observe_event_flips_and_sweeps(registry: CollectorRegistry) -> None:
+    """A flip counts on opening with its |gap|; a sweep advances the witness counters."""
+    m = metrics.create(registry, env="test")
+    flip = AvailGapFlip(
+        event_id="f1", version=1, env="test", positions_source="EP3", account_id="A1", threshold=Decimal(0),
+        state="opened", opened_ts_ms=0, resolved_ts_ms=None, computed_avail=Decimal(-50),
+        published_avail=Decimal(70), gap=Decimal(-120), og_open_orders_margin=Decimal(0),
+        re_open_orders_margin=Decimal(0), og_im=None, re_im=None, equity=Decimal(1000), snapshot_age_ms=10,
+        position_mismatch=False, im_delta_symbols=(), im_deltas=())
+    sweep = WitnessCheck(
+        event_id="s1", version=1, env="test", positions_source="EP3", kind="sweep", ts_ms=0, account_id=None,
+        symbol=None, ledger_qty=None, ep3_qty=None, status=None, state=None, baseline="first",
+        first_seen_ts_ms=None, confirmed_ts_ms=None, resolved_ts_ms=None, scope="p0", accounts_checked=40,
+        accounts_differing=0, anomalies=0, dormant_positions=3, oldest_dormant_age_ms=900_000)
+    metrics.observe_event(m, flip)
+    metrics.observe_event(m, sweep)
+    assert _value(registry, "divmon_avail_gap_flips_total", position_mismatch="false") == 1
+    assert _value(registry, "divmon_avail_gap_abs_bucket", le="1000.0") == 1
+    assert _value(registry, "divmon_avail_gap_abs_bucket", le="100.0") == 0
+    assert _value(registry, "divmon_witness_sweeps_total") == 1
+    assert _value(registry, "divmon_witness_accounts_checked_total") == 40
+    assert _value(registry, "divmon_witness_oldest_dormant_age_seconds") == 900
+
+
+def test_serve_exposes_the_registry_over_http(registry: CollectorRegistry) -> None:
+    """serve() answers /metrics with the registry's exposition and can be shut down."""
+    metrics.create(registry, env="test").warming.set(1)
+    server, thread = metrics.serve(registry, 0, addr="127.0.0.1")
+    try:
+        port = server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+        assert 'divmon_warming{env="test"} 1.0' in body
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
