@@ -17,10 +17,8 @@ RUN pip install ".[rocksdb]" \
     && useradd --system --uid 10001 --home-dir /var/lib/divmon --create-home divmon
 
 USER divmon
-# PYTHONPATH: import `streams` from /app so that the Avro schemas it loads from ../schemas are found
-# even while they are not yet shipped as package data of the installed wheel.
-ENV PYTHONPATH=/app \
-    DIVMON_DATA_DIR=/var/lib/divmon \
+# The Avro schemas ship inside the wheel (streams/schemas links to schemas/ and is package data).
+ENV DIVMON_DATA_DIR=/var/lib/divmon \
     DIVMON_TAPES_DIR=/var/lib/divmon/tapes \
     DIVMON_CLICKHOUSE_PATH=/var/lib/divmon/chdb
 VOLUME ["/var/lib/divmon"]

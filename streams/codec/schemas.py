@@ -31,7 +31,8 @@ from streams.codec.convert import (
 )
 from streams.codec.errors import SchemaLoadError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# streams/schemas links to the top-level schemas/ folder and ships in the wheel as package data
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 NAMESPACE = "io.divmon"
 
 _EMPTY_64 = 0xC15D213AA4D7A795
