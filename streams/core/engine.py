@@ -35,6 +35,7 @@ from streams.core.records import (
     RiskSnapshot,
 )
 from streams.core.state import AccountState
+from streams.core.valuation import ZERO
 
 MINUTE_MS = 60_000
 
@@ -157,7 +158,8 @@ class Engine:
         return acct
 
     def _on_ep3(self, ev: Ep3PositionEvent) -> None:
-        acct = self._touch(self.account(ev.account_id))
+        acct = self.accounts.get(ev.account_id) or self.account(ev.account_id)
+        self._dirty[ev.account_id] = acct
         self.stats["ep3_" + mirror.apply_ep3(acct, ev)] += 1
 
     def _on_risk(self, snap: RiskSnapshot) -> None:
@@ -169,7 +171,8 @@ class Engine:
     def _on_og(self, og: OgMargin) -> None:
         """OG's margin sweep; a change of an account's positions source is a transition row (the
         gate's flip clock). Per account, so partition-local workers and a replay emit the same rows."""
-        acct = self._touch(self.account(og.account_id))
+        acct = self.accounts.get(og.account_id) or self.account(og.account_id)
+        self._dirty[og.account_id] = acct
         before = acct.og.positions_source if acct.og is not None else "UNKNOWN"
         if not mirror.apply_og(acct, og):
             self.stats["og_stale"] += 1
@@ -186,7 +189,8 @@ class Engine:
             self.source = og.positions_source
 
     def _on_fill(self, fill: Fill) -> None:
-        acct = self._touch(self.account(fill.account_id))
+        acct = self.accounts.get(fill.account_id) or self.account(fill.account_id)
+        self._dirty[fill.account_id] = acct
         if not mirror.apply_fill(acct, fill):
             self.stats["fills_before_baseline"] += 1
 
@@ -217,15 +221,17 @@ class Engine:
                     acct.baseline_candidates.clear()
             if acct.dirty:
                 symbols, acct.dirty = acct.dirty, set()
-                has_re, has_ledger = acct.re is not None, acct.ledger is not None
+                re, ledger, ep3 = acct.re, acct.ledger, acct.ep3
                 instruments, marks, re_im = self.instruments, self.marks, acct.re_im
                 for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
-                    if has_re:
+                    # the cheap checks here skip the calls whenever nothing can change (the common case)
+                    e = ep3.get(symbol) or ZERO
+                    if re is not None and ((re.get(symbol) or ZERO) != e or symbol in acct.mismatches):
                         compare.compare_symbol(self, acct, symbol)
                     if (acct.unvaluable or symbol not in instruments or symbol not in marks
                             or (symbol in re_im and re_im[symbol] is None)):
                         compare.check_unvaluable(self, acct, symbol)
-                    if has_ledger:
+                    if ledger is not None and ((ledger.get(symbol) or ZERO) != e or symbol in acct.anomalies):
                         witness.compare_ledger(self, acct, symbol, self.now)
             if acct.margin_dirty:
                 acct.margin_dirty = False

@@ -260,12 +260,21 @@ def _s(v: Any) -> bool:
     return type(v) is str and v != ""
 
 
+_DEC_CACHE: dict[str, Decimal] = {}  # quantities and margins repeat ("0", "1", "-2"): Decimals are immutable
+_DEC_CACHE_MAX = 1 << 16
+
+
 def _d(v: Any) -> Decimal:
     tv = type(v)
-    if tv is _D:  # the Avro codec hands over finished decimals
-        d: Decimal = v
-    elif tv is str:
+    if tv is str:
+        cached = _DEC_CACHE.get(v)
+        if cached is not None:
+            return cached
         d = _D(v)
+        if d.is_finite() and len(_DEC_CACHE) < _DEC_CACHE_MAX:
+            _DEC_CACHE[v] = d
+    elif tv is _D:  # the Avro codec hands over finished decimals
+        d = v
     else:
         raise TypeError
     if not d.is_finite():
