@@ -128,13 +128,24 @@ def _flip(r: _Reader) -> FlipState | None:
 
 def _findings(r: _Reader, start: int) -> tuple[list[Finding] | None, ...]:
     mism = r.mapped("unexplained mismatches", SQL_UNEXPLAINED, lambda x: Finding(
-        "mismatch", x[0], x[1], f"{x[2]} delta={x[3]} fresher={x[4]}", x[5], x[6]),
+        "mismatch", x[0], x[1], f"{x[2]} delta={_q(x[3])} fresher={x[4]}", x[5], x[6]),
         classes=sorted(UNEXPLAINED_CLASSES), start=start)
     anom = r.mapped("witness anomalies", SQL_ANOMALIES, lambda x: Finding(
-        "anomaly", x[0], x[1], f"{x[2]} ledger={x[3]} ep3={x[4]}", x[5], x[6]), start=start)
+        "anomaly", x[0], x[1], f"{x[2]} ledger={_q(x[3])} ep3={_q(x[4])}", x[5], x[6]), start=start)
     unval = r.mapped("unvaluable positions", SQL_UNVALUABLE, lambda x: Finding(
-        "unvaluable", x[0], x[1], f"{x[2]} {x[3]} qty={x[4]}", x[5], x[6]), start=start)
+        "unvaluable", x[0], x[1], f"{x[2]} {x[3]} qty={_q(x[4])}", x[5], x[6]), start=start)
     return mism, anom, unval
+
+
+def _q(v: Any) -> str:
+    """A quantity for people: `absent` for NULL, canonical digits otherwise (never `None`, never 12 zeros)."""
+    from decimal import Decimal
+
+    from streams.core.events import decimal_text
+
+    if v is None:
+        return "absent"
+    return decimal_text(v) if isinstance(v, Decimal) else str(v)
 
 
 def _minutes(r: _Reader, start: int) -> dict[str, list[int]] | None:

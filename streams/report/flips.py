@@ -7,6 +7,9 @@ flip; a report to a different source always starts a new flip. Guarantees, all f
 - no transition seen -> `primary` is None (unknown), never assumed;
 - the soak starts at the *last* report of the latest flip to EP3 with no later flip away from EP3
   (the latest report, so duplicate reports can only shorten the soak, never lengthen it);
+- a first sighting (`UNKNOWN` -> the current primary) later than the window is continuity, not a
+  flip: a new account or a backfill that starts mid-soak does not restart the clock, while
+  `UNKNOWN` -> another source still starts a new flip;
 - `lagging_accounts` lists accounts whose own latest transition is not to the current primary (a
   partial rollout or a per-instance revert), so a mixed fleet is never read as "on EP3".
 """
@@ -17,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 EP3 = "EP3"
+UNKNOWN = "UNKNOWN"
 FLIP_DEDUP_MS = 60_000
 
 
@@ -61,6 +65,10 @@ def dedup(transitions: Iterable[Transition], window_ms: int = FLIP_DEDUP_MS) -> 
         last = flips[-1] if flips else None
         if last is not None and last.to_source == target and t.ts_ms - last.last_ts_ms <= window_ms:
             flips[-1] = Flip(target, last.first_ts_ms, t.ts_ms, last.reports + 1)
+        elif last is not None and last.to_source == target and normalise(t.from_source) == UNKNOWN:
+            # first sighting of an account (or a backfill starting mid-soak) already on the primary:
+            # continuity, not a flip — it must not restart the soak clock
+            flips[-1] = Flip(target, last.first_ts_ms, last.last_ts_ms, last.reports + 1)
         else:
             flips.append(Flip(target, t.ts_ms, t.ts_ms, 1))
     return flips

@@ -322,3 +322,15 @@ def test_every_option_names_its_variable() -> None:
     for param in gate_command.params:
         if param.name != "help":
             assert "[env: DIVMON_" in (getattr(param, "help", "") or ""), param.name
+
+
+def test_first_sighting_on_the_primary_does_not_restart_the_soak() -> None:
+    """A new account (UNKNOWN -> EP3) hours into an EP3 soak is continuity; UNKNOWN -> RISK_ENGINE is a flip."""
+    h = 3_600_000
+    base = [Transition(0, "RISK_ENGINE", "EP3", "A1", "all"), Transition(500, "UNKNOWN", "EP3", "A2", "all")]
+    late = Transition(12 * h, "UNKNOWN", "EP3", "A3", "all")
+    state = flip_state([*base, late])
+    assert (state.primary, state.soak_start_ms, len(state.flips)) == ("EP3", 500, 1)
+    back = Transition(13 * h, "UNKNOWN", "RISK_ENGINE", "A4", "all")
+    state = flip_state([*base, late, back])
+    assert state.primary == "RISK_ENGINE" and state.soak_start_ms is None
