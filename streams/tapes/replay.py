@@ -50,11 +50,14 @@ class ReplayResult:
 
 def run(records: Iterable[TapeRecord], cfg: EngineConfig,
         on_events: Callable[[list[Event]], None] | None = None,
-        progress: Callable[[int], None] | None = None) -> ReplayResult:
-    """Drive a fresh engine over `records`; `on_events` sees every emission (for sinks)."""
+        progress: Callable[[int], None] | None = None, keep: bool = True) -> ReplayResult:
+    """Drive a fresh engine over `records`; `on_events` sees every emission (for sinks, summaries).
+
+    With `keep=False` the final states are not kept (`result.events` stays empty): memory is then
+    bounded by the engine's live state, whatever the tape's length."""
     engine = Engine(cfg)
     result = ReplayResult(engine=engine)
-    final = result.events
+    final: dict[str, Event] = result.events if keep else _Discard()
     process = engine.process
     n = 0
     for n, rec in enumerate(records, 1):
@@ -76,6 +79,11 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     result.records = n
     result.stats = dict(engine.stats)
     return result
+
+
+class _Discard(dict[str, Event]):
+    def __setitem__(self, key: str, value: Event) -> None:
+        pass
 
 
 def _collect(engine: Engine, final: dict[str, Event], result: ReplayResult,

@@ -3,42 +3,66 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from streams.core.events import UNEXPLAINED_CLASSES, AvailGapFlip, Event, PositionMismatch, WitnessCheck
 
 
-def summarize(events: list[Event], stats: dict[str, int], records: int) -> dict[str, Any]:
-    by_type: Counter[str] = Counter()
-    by_class: Counter[str] = Counter()
-    unexplained: list[dict[str, Any]] = []
-    pending = 0
-    flips = flips_with_mismatch = 0
-    anomalies: list[dict[str, Any]] = []
-    for ev in events:
-        by_type[ev.TYPE] += 1
-        if isinstance(ev, PositionMismatch):
-            by_class[ev.cls or "pending"] += 1
-            pending += ev.cls is None
-            if ev.cls in UNEXPLAINED_CLASSES:
-                unexplained.append(ev.to_dict())
-        elif isinstance(ev, AvailGapFlip):
-            flips += 1
-            flips_with_mismatch += ev.position_mismatch
-        elif isinstance(ev, WitnessCheck) and ev.kind == "anomaly":
-            anomalies.append(ev.to_dict())
-    return {
-        "records": records,
-        "events_by_type": dict(sorted(by_type.items())),
-        "mismatches_by_class": dict(sorted(by_class.items())),
-        "unexplained_mismatches": unexplained,
-        "open_unexplained": [u for u in unexplained if u["resolved_ts_ms"] is None],
-        "pending_within_grace": pending,
-        "flips": {"total": flips, "position_mismatch": flips_with_mismatch,
-                  "agreed_on_positions": flips - flips_with_mismatch},
-        "witness_anomalies": anomalies,
-        "engine": dict(sorted(stats.items())),
-    }
+class Summary:
+    """Folds emitted events into the off-line verdict as they come, so memory is bounded by the
+    unexplained and anomalous episodes, not by the tape (a day has hundreds of thousands of races).
+
+    Every episode is counted once, at its first emission (version 1): its type, and for a mismatch
+    its class, are fixed from then on (a race is emitted once, resolved; an unexplained one is
+    confirmed first; one still inside grace at the end of input appears once, opened, class None).
+    """
+
+    def __init__(self) -> None:
+        self.by_type: Counter[str] = Counter()
+        self.by_class: Counter[str] = Counter()
+        self.flips = self.flips_with_mismatch = 0
+        self.unexplained: dict[str, PositionMismatch] = {}
+        self.anomalies: dict[str, WitnessCheck] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            first = ev.version == 1
+            if first:
+                self.by_type[ev.TYPE] += 1
+            if isinstance(ev, PositionMismatch):
+                if first:
+                    self.by_class[ev.cls or "pending"] += 1
+                if ev.cls in UNEXPLAINED_CLASSES:
+                    self.unexplained[ev.event_id] = ev
+            elif isinstance(ev, AvailGapFlip):
+                if first:
+                    self.flips += 1
+                    self.flips_with_mismatch += ev.position_mismatch
+            elif isinstance(ev, WitnessCheck) and ev.kind == "anomaly":
+                self.anomalies[ev.event_id] = ev
+
+    def result(self, stats: dict[str, int], records: int) -> dict[str, Any]:
+        unexplained = [e.to_dict() for e in self.unexplained.values()]
+        return {
+            "records": records,
+            "events_by_type": dict(sorted(self.by_type.items())),
+            "mismatches_by_class": dict(sorted(self.by_class.items())),
+            "unexplained_mismatches": unexplained,
+            "open_unexplained": [u for u in unexplained if u["resolved_ts_ms"] is None],
+            "pending_within_grace": self.by_class.get("pending", 0),
+            "flips": {"total": self.flips, "position_mismatch": self.flips_with_mismatch,
+                      "agreed_on_positions": self.flips - self.flips_with_mismatch},
+            "witness_anomalies": [e.to_dict() for e in self.anomalies.values()],
+            "engine": dict(sorted(stats.items())),
+        }
+
+
+def summarize(emitted: Iterable[Event], stats: dict[str, int], records: int) -> dict[str, Any]:
+    """The verdict of a sequence of emitted events (all versions, in emission order)."""
+    summary = Summary()
+    summary.add(emitted)
+    return summary.result(stats, records)
 
 
 def render(summary: dict[str, Any]) -> str:
