@@ -30,16 +30,22 @@ def command(tapes: tuple[Path, ...], as_json: bool, skip_bad: bool, sort: bool, 
     2 on bad usage.
     """
     from streams.tapes import replay
-    from streams.tapes.summary import render, summarize
+    from streams.tapes.summary import Summary, render
 
     settings = load_settings(**opts)
     readers = [replay.open_tape(p, skip_bad=skip_bad, sort=sort) for p in tapes]
     show = sys.stderr.isatty() if progress is None else progress
     sink = _open_store(settings) if store else None
+    summary = Summary()
+
+    def on_events(events: list[Any]) -> None:
+        summary.add(events)
+        if sink is not None:
+            sink.write(events)
+
     try:
-        result = replay.run(replay.merge(readers), engine_config(settings),
-                            on_events=sink.write if sink else None,
-                            progress=_progress if show else None)
+        result = replay.run(replay.merge(readers), engine_config(settings), on_events=on_events,
+                            progress=_progress if show else None, keep=as_json)
     except TapeError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -53,7 +59,7 @@ def command(tapes: tuple[Path, ...], as_json: bool, skip_bad: bool, sort: bool, 
         for ev in result.final_events():
             out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
     else:
-        click.echo(render(summarize(result.final_events(), result.stats, result.records)))
+        click.echo(render(summary.result(result.stats, result.records)))
     if skipped:
         click.echo(f"skipped {skipped} malformed record(s)", err=True)
 

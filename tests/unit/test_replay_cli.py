@@ -135,3 +135,22 @@ def test_installed_command_exits_1_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{path}:line 2:" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_summary_counts_each_episode_once_whatever_its_versions() -> None:
+    """A confirmed-then-resolved mismatch counts once in the verdict, and keeps its final state."""
+    from decimal import Decimal
+
+    from streams.core.events import PositionMismatch
+    from streams.tapes.summary import summarize
+
+    def mm(version: int, state: str, resolved: int | None) -> PositionMismatch:
+        return PositionMismatch("id1", version, "demo", "EP3", "A1", "BTC", state, "persistent",  # type: ignore[arg-type]
+                                Decimal(2), Decimal(1), Decimal(1), 0, 2000, resolved, "EP3", None, None, None,
+                                None, None, None, None)
+
+    verdict = summarize([mm(1, "confirmed", None), mm(2, "resolved", 5000)], {}, 10)
+    assert verdict["mismatches_by_class"] == {"persistent": 1}
+    assert verdict["events_by_type"] == {"position_mismatch": 1}
+    assert [u["resolved_ts_ms"] for u in verdict["unexplained_mismatches"]] == [5000]
+    assert verdict["open_unexplained"] == []
