@@ -64,9 +64,15 @@ def _interval(w: World, acct: Account, ts: int) -> int:
 
 
 def fill(w: World, ts: int, acct: Account) -> Out:
-    """One fill on a free symbol; EP3 and RE learn of it after their own latencies."""
-    w.at(ts + _interval(w, acct, ts), fill, acct)
+    """One fill on a free symbol; EP3 and RE learn of it after their own latencies.
+
+    Closing bell: no fill in the last stretch of the day (the longest RE lag plus grace), so that
+    every race of a day resolves inside it and a stream worker, whose clock runs on after the
+    input stops, confirms nothing that a replay of the same day would not."""
     rng, cfg = w.rng, w.cfg
+    if ts >= cfg.end_ms - max(cfg.re_lag_ms[1], cfg.re_burst_lag_ms[1]) - cfg.grace_ms:
+        return []
+    w.at(ts + _interval(w, acct, ts), fill, acct)
     free = [s for s in acct.symbols if acct.busy_until.get(s, 0) < ts]
     if not free:
         return []
