@@ -1,0 +1,204 @@
+"""Worker throughput on a local broker, next to the decode ceiling and a naive per-event Faust agent.
+
+    .venv/bin/python bench/worker_bench.py [--fills 145000] [--accounts 2000] [--naive-records 100000]
+
+All three are measured in the same run on the same records (mixed: ep3, risk, og.margin, fills,
+marks; ~4.5 records per fill, so the default is ~520k records):
+1. decode ceiling: confluent-kafka consume + `Codec.decode_many` of every input record, no engine;
+2. `divmon worker` (one process, `--sink none`): from the moment it is warm until its committed
+   offsets reach the end of every input partition (so checkpoints, changelog writes, output
+   production and commits are included);
+3. a naive Faust agent: `async for value in stream` over the account topics, `Codec.decode` and
+   `Engine.process` per event (the structure the issue measured at ~13k records/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from streams.codec import input_codecs  # noqa: E402
+from streams.core.records import Feed  # noqa: E402
+from streams.worker.synth import traffic  # noqa: E402
+from tests.support.kafka_broker import KafkaBroker  # noqa: E402
+
+PARTITIONS = 4
+ACCOUNT_FEEDS = (Feed.EP3, Feed.RISK, Feed.OG_MARGIN, Feed.FILLS)
+
+
+def produce(bs: str, tag: str, n_fills: int, n_accounts: int) -> tuple[int, dict[Feed, str]]:
+    topics = {f: f"{tag}.{f.value}" for f in Feed}
+    admin = AdminClient({"bootstrap.servers": bs})
+    # retention.ms=-1: the records carry 2026 event timestamps; time-based retention would delete them
+    new = [NewTopic(t, 1 if f in (Feed.MARKS, Feed.INSTRUMENTS) else PARTITIONS, 1, config={"retention.ms": "-1"})
+           for f, t in topics.items()]
+    for fut in admin.create_topics(new).values():
+        fut.result(30)
+    began = time.perf_counter()
+    records = traffic(n_accounts=n_accounts, n_fills=n_fills, seed=1, step_ms=5)
+    print(f"generated {len(records):,} records in {time.perf_counter() - began:.1f}s", flush=True)
+    codecs = input_codecs()
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 50, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 2_000_000})
+    for i, r in enumerate(records):
+        key = getattr(r.record, "account_id", None) or getattr(r.record, "symbol", "")
+        p.produce(topics[r.feed], codecs[r.feed].encode(r.record), key.encode(), timestamp=r.ts_ms)
+        if i % 50_000 == 0:
+            p.poll(0)
+    p.flush(120)
+    return len(records), topics
+
+
+def decode_ceiling(bs: str, topics: dict[Feed, str], total: int) -> float:
+    codecs = input_codecs()
+    feed_of = {t: f for f, t in topics.items()}
+    c = Consumer({"bootstrap.servers": bs, "group.id": f"ceiling-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    c.subscribe(list(topics.values()))
+    n = 0
+    began = None
+    while n < total:
+        msgs = c.consume(10_000, 1.0)
+        began = began or time.perf_counter()
+        by: dict[str, list[bytes]] = defaultdict(list)
+        for m in msgs:
+            if m.error() is None:
+                by[str(m.topic())].append(m.value() or b"")
+        for t, values in by.items():
+            codecs[feed_of[t]].decode_many(values)
+            n += len(values)
+    c.close()
+    return n / (time.perf_counter() - (began or time.perf_counter()))
+
+
+def committed_all(bs: str, group: str, topics: dict[Feed, str]) -> bool:
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topics[f], p) for f in ACCOUNT_FEEDS for p in range(PARTITIONS)]
+        done = c.committed(tps, timeout=10)
+        return all(tp.offset >= c.get_watermark_offsets(tp, timeout=10)[1] for tp in done)
+    finally:
+        c.close()
+
+
+def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int) -> tuple[float, float]:
+    group = f"bench-{tag}"
+    env = {**os.environ, "DIVMON_BROKERS": bs, "DIVMON_GROUP_ID": group, "DIVMON_PARTITIONS": str(PARTITIONS),
+           "DIVMON_TOPIC_PREFIX_OUT": f"{tag}.out.", "DIVMON_TOPIC_DEAD_LETTER": f"{tag}.dead",
+           "DIVMON_WEB_PORT": "0", "DIVMON_METRICS_PORT": "0", "DIVMON_IDLE_MS": "2000",
+           "DIVMON_RECOVERY_DELAY_MS": "100", "DIVMON_COMMIT_INTERVAL_MS": "500", "DIVMON_CHECKPOINT_MS": "500"}
+    env.update({f"DIVMON_TOPIC_{k}": topics[f] for k, f in (("EP3", Feed.EP3), ("RISK", Feed.RISK),
+               ("OG_MARGIN", Feed.OG_MARGIN), ("FILLS", Feed.FILLS), ("MARKS", Feed.MARKS),
+               ("INSTRUMENTS", Feed.INSTRUMENTS))})
+    log = Path(f"/tmp/worker-bench-{tag}.log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--sink", "none"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while "warm: partitions" not in log.read_text():
+            time.sleep(0.05)
+            assert proc.poll() is None, log.read_text()[-2000:]
+        began = time.perf_counter()
+        while not committed_all(bs, group, topics):
+            time.sleep(0.25)
+        took = time.perf_counter() - began
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    events = sum(hi for t in AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
+                 if t.startswith(f"{tag}.out.")
+                 for hi in [_end(bs, t)])
+    return total / took, events / took
+
+
+def _end(bs: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": bs, "group.id": "end"})
+    meta = c.list_topics(topic, timeout=10).topics[topic]
+    n = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+    c.close()
+    return n
+
+
+NAIVE = '''
+import os, sys, time, faust
+from streams.codec import input_codecs
+from streams.core.engine import Engine
+from streams.core.records import Feed
+bs, tag, limit = os.environ["BENCH_BS"], os.environ["BENCH_TAG"], int(os.environ["BENCH_LIMIT"])
+app = faust.App(f"naive-{tag}", broker=f"kafka://{bs}", store="memory://", web_enabled=False,
+                datadir=f"/tmp/naive-{tag}-data",
+                consumer_auto_offset_reset="earliest", topic_partitions=4)
+names = {f"{tag}.{f.value}": f for f in (Feed.EP3, Feed.RISK, Feed.OG_MARGIN, Feed.FILLS)}
+codecs = input_codecs()
+engine = Engine()
+topic = app.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw")
+state = {"n": 0, "t0": None}
+@app.agent(topic)
+async def naive(stream):
+    async for event in stream.events():
+        feed = names[event.message.topic]
+        state["t0"] = state["t0"] or time.perf_counter()
+        rec = codecs[feed].decode(event.value)
+        engine.process(feed, event.message.timestamp_ms if hasattr(event.message, "timestamp_ms")
+                       else int(event.message.timestamp * 1000), rec)
+        state["n"] += 1
+        if state["n"] >= limit:
+            with open(os.environ["BENCH_OUT"], "w") as out:
+                out.write(str(state["n"] / (time.perf_counter() - state["t0"])))
+            os._exit(0)
+app.main()
+'''
+
+
+def run_naive(bs: str, tag: str, limit: int) -> float:
+    result = Path(f"/tmp/naive-bench-{tag}.txt")
+    env = {**os.environ, "BENCH_BS": bs, "BENCH_TAG": tag, "BENCH_LIMIT": str(limit), "BENCH_OUT": str(result)}
+    log = Path(f"/tmp/naive-bench-{tag}.log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", NAIVE, "worker", "-l", "warn"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not result.exists():
+        raise RuntimeError(f"naive agent gave no result, see {log}")
+    return float(result.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fills", type=int, default=145_000)
+    ap.add_argument("--accounts", type=int, default=2_000)
+    ap.add_argument("--naive-records", type=int, default=100_000)
+    args = ap.parse_args()
+    with KafkaBroker(heap="1g") as broker:
+        bs = broker.bootstrap
+        tag = uuid.uuid4().hex[:6]
+        total, topics = produce(bs, tag, args.fills, args.accounts)
+        account_total = sum(_end(bs, topics[f]) for f in ACCOUNT_FEEDS)
+        print(f"produced {total:,} records ({account_total:,} account-keyed) on {bs}", flush=True)
+        ceiling = decode_ceiling(bs, topics, total)
+        print(f"decode ceiling (confluent-kafka consume + decode_many): {ceiling:,.0f} records/s", flush=True)
+        rps, eps = run_worker(bs, topics, tag, total)
+        print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s",
+              flush=True)
+        naive = run_naive(bs, tag, min(args.naive_records, account_total))
+        print(f"naive per-event Faust agent (decode + engine per event): {naive:,.0f} records/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The Faust app of `divmon worker`: group membership, assignment, the state table, web, timers.
+
+Faust does what it is good at here: consumer-group membership and co-partitioned assignment of the
+four account topics (they have equal partition counts, so its assignor gives one worker the same
+partition numbers of all of them), the changelog-backed state table and its recovery (memory store
+in tests, RocksDB via rocksdict in production), standby replicas, the web endpoint. Records reach
+the engines through `BatchConsumer`, not through agents.
+
+`TableStore` is the pipeline's `StateStore` over the Faust table: one table keyed by account id
+(plus one `meta` row per partition), values are JSON bytes, written to the partition of the input
+they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TransportT
+
+from streams.agents.consumer import BatchTransport
+from streams.config import Settings
+
+TABLE = "divmon-state"
+
+
+class DivmonApp(faust.App):
+    """faust.App whose consumer hands input batches to the pipeline (`BatchTransport`)."""
+
+    def _new_transport(self) -> TransportT:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def credentials(s: Settings) -> Any:
+    ctx = ssl.create_default_context(cafile=s.ssl_cafile or None) if "SSL" in s.security_protocol else None
+    if s.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=s.sasl_username, password=s.sasl_password.get(),
+                                     ssl_context=ctx, mechanism=s.sasl_mechanism)
+    return faust.SSLCredentials(ctx) if ctx is not None else None
+
+
+def create_app(s: Settings) -> DivmonApp:
+    """The app for settings `s` (time-outs in ms from the kafka section)."""
+    web = s.web_port > 0
+    return DivmonApp(
+        s.group_id,
+        broker=[f"kafka://{b.strip()}" for b in s.brokers.split(",") if b.strip()],
+        broker_credentials=credentials(s),
+        store=s.store,
+        datadir=s.data_dir,
+        topic_partitions=s.partitions,
+        web_enabled=web,
+        web_port=s.web_port if web else 6066,
+        web_bind="0.0.0.0",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_ms / 1000,
+        broker_heartbeat_interval=s.heartbeat_ms / 1000,
+        broker_rebalance_timeout=max(s.session_timeout_ms / 1000, 10.0),
+        broker_request_timeout=max(s.session_timeout_ms / 1000 + 5, 30.0),
+        broker_commit_interval=s.commit_interval_ms / 1000,
+        broker_max_poll_records=20_000,
+        stream_recovery_delay=s.recovery_delay_ms / 1000,
+        table_standby_replicas=1,
+        producer_acks=-1,
+        logging_config=None,
+    )
+
+
+class _Message:
+    __slots__ = ("partition", "topic")
+
+    def __init__(self, partition: int, topic: str) -> None:
+        self.partition = partition
+        self.topic = topic
+
+
+class _PartitionEvent:
+    """Stands in for the Faust event being processed: tables and stores read its partition."""
+
+    def __init__(self, partition: int, topic: str) -> None:
+        self.message = _Message(partition, topic)
+
+
+class TableStore:
+    """`StateStore` over a Faust table (see module docstring)."""
+
+    def __init__(self, table: Any, source_topic: str) -> None:
+        self.table = table
+        self.source_topic = source_topic
+        self._by_partition: dict[int, list[bytes]] | None = None
+        self._taken: set[int] = set()
+
+    def invalidate(self) -> None:
+        """Forget the partition index (after a rebalance and recovery)."""
+        self._by_partition = None
+
+    def rows(self, partition: int) -> Iterable[bytes]:
+        """Every row of `partition`. One pass over the table indexes all partitions; each partition's
+        rows are handed out once, then the index is rebuilt if the partition is asked for again."""
+        if self._by_partition is None or partition in self._taken:
+            self._taken = set()
+            index: dict[int, list[bytes]] = {}
+            for _key, value in self.table.items():
+                if value:
+                    index.setdefault(json.loads(value)["p"], []).append(value)
+            self._by_partition = index
+        self._taken.add(partition)
+        return self._by_partition.pop(partition, [])
+
+    def write(self, partition: int, rows: Mapping[str, bytes]) -> None:
+        """Write rows as if processing a record of `partition` of the source topic (changelog p)."""
+        event = _PartitionEvent(partition, self.source_topic)
+        token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+        try:
+            table = self.table
+            for key, value in rows.items():
+                table[key.encode()] = value  # bytes, as recovery from the changelog gives them
+        finally:
+            _current_event.reset(token)

@@ -1,0 +1,131 @@
+"""The one place divmon reaches below Faust's public API: a consumer that hands batches over whole.
+
+Faust delivers every record through `Conductor.on_message` -> `Topic.deliver` -> a stream queue ->
+`Stream.__aiter__`, several event-loop iterations and tasks per record (~75 µs measured). Here, the
+fetch loop (`_drain_messages`) hands each fetched list of records of the *input* topics straight to a
+`BatchSink` (the worker's pipeline) in one call, without creating a Faust message or event per record;
+records of every other topic (table changelogs, standbys) take Faust's ordinary path.
+
+Offsets of input topics are never acked per message. The pipeline calls `mark_safe` once the sink
+and the output producer have stored everything derived from them, and Faust's own commit loop then
+commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
+
+Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`,
+`_get_active_partitions`, `_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`): the
+dependency is pinned to that minor in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode import Service, ServiceT
+
+
+class BatchSink(Protocol):
+    topics: frozenset[str]
+
+    def deliver(self, tp: TP, records: list[Any]) -> None: ...
+
+    def held_back(self) -> set[TP]: ...
+
+    async def wait_capacity(self) -> None: ...
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """aiokafka-backed Faust consumer with batch hand-over for input topics (see module docstring)."""
+
+    batch_sink: BatchSink | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe: dict[TP, int] = {}
+
+    # --- commits ---------------------------------------------------------------------------------
+
+    def mark_safe(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Offsets (next to read) whose records are fully processed and stored."""
+        assigned = self.assignment()
+        for (topic, partition), offset in offsets.items():
+            tp = TP(topic, partition)
+            if tp in assigned and offset > self._safe.get(tp, -1):
+                self._safe[tp] = offset
+
+    def forget(self, tps: set[TP] | None = None) -> None:
+        """Drop pending safe offsets (all, or those of `tps`): on rebalance."""
+        if tps is None:
+            self._safe.clear()
+        else:
+            for tp in tps:
+                self._safe.pop(tp, None)
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        seen = set()
+        for tp in super()._filter_tps_with_pending_acks(topics):
+            seen.add(tp)
+            yield tp
+        for tp in list(self._safe):
+            if tp not in seen and (topics is None or tp in topics or tp.topic in topics):
+                yield tp
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if tp in self._safe:
+            return self._safe.pop(tp)
+        return super()._new_offset(tp)
+
+    # --- fetching --------------------------------------------------------------------------------
+
+    def _get_active_partitions(self) -> set[TP]:
+        active = super()._get_active_partitions()
+        sink = self.batch_sink
+        held = sink.held_back() if sink is not None else None
+        return active - held if held else active
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - needs a broker
+        sink = self.batch_sink
+        assert sink is not None, "BatchConsumer.batch_sink must be set before the worker starts"
+        callback = self.callback
+        read_offset = self._read_offset
+        consumer_stopped = cast(Service, self)._stopped.is_set
+        fetcher_stopped = cast(Service, fetcher)._stopped.is_set
+        inputs = sink.topics
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                await sink.wait_capacity()
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()
+                    continue
+                for tp, recs in records.items():
+                    if not recs or (active is not None and tp not in active and tp not in self._buffered_partitions):
+                        continue
+                    if tp.topic in inputs:
+                        sink.deliver(tp, recs)
+                        read_offset[tp] = recs[-1].offset
+                        continue
+                    for rec in recs:
+                        r_offset = read_offset[tp]
+                        if r_offset is None or rec.offset >= r_offset:
+                            await self.wait_first(callback(self._to_message(tp, rec)), self.suspend_flow.wait())
+                            read_offset[tp] = rec.offset
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with `BatchConsumer`."""
+
+    Consumer = BatchConsumer

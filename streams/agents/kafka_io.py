@@ -1,0 +1,147 @@
+"""confluent-kafka clients of the worker: the output producer and the reader of the global feeds.
+
+- `Outputs` produces every event to the topic of its TYPE (`topic_prefix_out` + type), keyed by
+  account_id (scope for rows that describe a slice: sweeps, feed health), value Avro (`EventCodec`),
+  and every dead letter to `topic_dead_letter` with headers `reason`, `detail`, `feed`,
+  `source_topic`, `source_partition`, `source_offset`. `flush()` returns only once everything
+  produced before it is acknowledged by the brokers (raises if a delivery failed).
+- `GlobalReader` reads *all* partitions of the marks and instruments topics, with no consumer group
+  (every worker needs all of them), and can seek a partition back when a restored engine needs it.
+
+SASL/SSL settings pass through `client_config`; secrets never appear in logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streams.codec import EventCodec
+from streams.config import Settings
+from streams.core.events import EVENT_TYPES, Event
+from streams.worker.pipeline import DeadLetter, Raw
+
+log = logging.getLogger(__name__)
+
+
+def client_config(s: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": s.brokers, "security.protocol": s.security_protocol}
+    if s.security_protocol.startswith("SASL"):
+        conf.update({"sasl.mechanism": s.sasl_mechanism, "sasl.username": s.sasl_username,
+                     "sasl.password": s.sasl_password.get()})
+    if s.ssl_cafile:
+        conf["ssl.ca.location"] = s.ssl_cafile
+    return conf
+
+
+def output_topics(s: Settings) -> dict[str, str]:
+    return {t: f"{s.topic_prefix_out}{t}" for t in EVENT_TYPES}
+
+
+def ensure_topics(s: Settings, partitions: int, timeout: float = 30.0) -> None:
+    """Create the output and dead-letter topics if missing (existing ones are left alone)."""
+    admin = AdminClient(client_config(s))
+    names = [*output_topics(s).values(), s.topic_dead_letter]
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [NewTopic(n, num_partitions=partitions, replication_factor=-1) for n in names if n not in existing]
+    for name, fut in (admin.create_topics(new) if new else {}).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+            log.debug("topic %s already exists", name)
+
+
+class Outputs:
+    """See the module docstring."""
+
+    def __init__(self, s: Settings, codec: EventCodec) -> None:
+        self.topics = output_topics(s)
+        self.dead_topic = s.topic_dead_letter
+        self.codec = codec
+        self.errors: list[str] = []
+        self._producer = Producer({**client_config(s), "linger.ms": 20, "acks": "all",
+                                   "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000,
+                                   "error_cb": lambda err: log.warning("kafka producer: %s", err)})
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def events(self, events: Iterable[Event]) -> None:
+        encode, topics = self.codec.encode_event, self.topics
+        for ev in events:
+            key: str = getattr(ev, "account_id", None) or getattr(ev, "scope", None) or ""
+            self._produce(topics[ev.TYPE], key.encode(), encode(ev))
+        self._producer.poll(0)
+
+    def dead_letter(self, d: DeadLetter) -> None:
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", d.reason.encode()), ("detail", d.detail[:500].encode()), ("feed", d.feed.value.encode()),
+            ("source_topic", d.topic.encode()), ("source_partition", str(d.partition).encode()),
+            ("source_offset", str(d.offset).encode())]
+        self._produce(self.dead_topic, d.key, d.value, headers)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        left = self._producer.flush(timeout)
+        if left or self.errors:
+            errors, self.errors = self.errors, []
+            raise KafkaException(f"output producer: {left} undelivered, errors: {errors[:3]}")
+
+
+class GlobalReader:
+    """All partitions of the global topics, no group, from the beginning (see module docstring)."""
+
+    def __init__(self, s: Settings, topics: Iterable[str]) -> None:
+        self.topics = list(topics)
+        self._consumer = Consumer({**client_config(s), "group.id": f"{s.group_id}-globals",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   "enable.partition.eof": False})
+        self.assigned: set[tuple[str, int]] = set()
+
+    def refresh(self, timeout: float = 5.0) -> list[tuple[str, int]]:
+        """Assign partitions that appeared (topic created, partitions added) from the beginning;
+        returns them."""
+        meta = self._consumer.list_topics(timeout=timeout)
+        new = [TopicPartition(t, p, OFFSET_BEGINNING) for t in self.topics if t in meta.topics
+               for p in meta.topics[t].partitions if (t, p) not in self.assigned]
+        if new:
+            self._consumer.incremental_assign(new)
+            self.assigned.update((tp.topic, tp.partition) for tp in new)
+        return [(tp.topic, tp.partition) for tp in new]
+
+    def poll(self, max_records: int = 50_000) -> dict[tuple[str, int], list[Raw]]:
+        out: dict[tuple[str, int], list[Raw]] = defaultdict(list)
+        for msg in self._consumer.consume(max_records, 0):
+            if msg.error():
+                log.warning("global reader: %s", msg.error())
+                continue
+            tp = (str(msg.topic()), int(msg.partition() or 0))
+            out[tp].append((int(msg.offset() or 0), msg.timestamp()[1], msg.key(), msg.value()))
+        return out
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        """The last known end offset (from fetch responses, no request), None if unknown yet."""
+        _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        return None if high is None or high < 0 else int(high)
+
+    def rewind(self, topic: str, partition: int, offset: int) -> None:
+        self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,121 @@
+"""Hand-over point between the fetch loop and the pipeline, with backpressure; and worker metrics.
+
+`Router` is the `BatchSink` of `BatchConsumer`: `deliver` only appends the fetched list (no decode, no
+task, no await), so the fetch loop costs O(1) per batch. Backpressure is by *not fetching*:
+- while more than `max_pending` raw records wait for the pipeline, or the commit gate is behind,
+  `wait_capacity` blocks the fetch loop;
+- partitions whose lane is far *ahead* of its engine's watermark (holding more than `lane_limit`
+  decoded records) are left out of fetches (`held_back`), so memory stays bounded while the lagging
+  input, which holds the watermark, keeps being fetched (watermark alignment).
+
+`WorkerMetrics` updates the metrics of `streams.metrics` from pipeline state; labels never carry
+account ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from typing import Any
+
+from faust.types import TP
+
+from streams import metrics as m
+from streams.core.events import Event, PositionMismatch, SourceTransition
+from streams.worker.pipeline import DeadLetter, Pipeline
+
+
+class Router:
+    """See the module docstring."""
+
+    def __init__(self, topics: frozenset[str], max_pending: int = 200_000) -> None:
+        self.topics = topics
+        self.max_pending = max_pending
+        self.pending: dict[TP, list[Any]] = defaultdict(list)
+        self.count = 0
+        self.arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.ahead: set[TP] = set()
+        self.gate_full = False
+
+    def deliver(self, tp: TP, records: list[Any]) -> None:
+        self.pending[tp].extend(records)
+        self.count += len(records)
+        self.arrived.set()
+        if self.count >= self.max_pending:
+            self._room.clear()
+
+    def take(self) -> dict[TP, list[Any]]:
+        out, self.pending, self.count = self.pending, defaultdict(list), 0
+        self._update_room()
+        return out
+
+    def clear(self) -> None:
+        self.take()
+
+    def set_gate_full(self, full: bool) -> None:
+        self.gate_full = full
+        self._update_room()
+
+    def _update_room(self) -> None:
+        if self.count < self.max_pending and not self.gate_full:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    def held_back(self) -> set[TP]:
+        return self.ahead
+
+    async def wait_capacity(self) -> None:
+        await self._room.wait()
+
+
+class WorkerMetrics:
+    """Feeds `streams.metrics.Metrics` from the pipeline (see the module docstring)."""
+
+    def __init__(self, metrics: m.Metrics) -> None:
+        self.m = metrics
+        self._stale = 0
+
+    def consumed(self, feed: str, n: int) -> None:
+        self.m.records_consumed.labels(feed=feed).inc(n)
+
+    def dead_letter(self, d: DeadLetter) -> None:
+        reason = "contract_violation" if d.reason == "contract" else "decode_error"
+        self.m.dead_letters.labels(feed=d.feed.value, reason=reason).inc()
+
+    def events(self, events: list[Event]) -> None:
+        for ev in events:
+            m.observe_event(self.m, ev)
+            if isinstance(ev, PositionMismatch) and ev.snapshot_age_ms is not None:
+                self.m.snapshot_age.observe(ev.snapshot_age_ms / 1000)
+            elif isinstance(ev, SourceTransition):
+                m.set_positions_source(self.m, ev.to_source)
+
+    def state(self, pipeline: Pipeline, wall_ms: float, lag: dict[str, int]) -> None:
+        """Gauges derived from engine state: open episodes, engine lag, ep3 stale count, consumer lag."""
+        open_mm: Counter[str] = Counter()
+        open_an: Counter[str] = Counter()
+        stale = 0
+        oldest: int | None = None
+        for pe in pipeline.engines.values():
+            eng = pe.engine
+            stale += eng.stats.get("ep3_stale", 0)
+            if eng.started:
+                oldest = eng.now if oldest is None else min(oldest, eng.now)
+            for acct in eng.accounts.values():
+                for ep in acct.mismatches.values():
+                    open_mm[ep.cls or ""] += 1
+                for an in acct.anomalies.values():
+                    if an.status:
+                        open_an[an.status] += 1
+        m.set_open(self.m.open_mismatches, "class", open_mm, m.OPEN_MISMATCH_CLASSES)
+        m.set_open(self.m.open_witness_anomalies, "status", open_an, m.WITNESS_STATUSES)
+        if stale > self._stale:
+            self.m.ep3_stale.inc(stale - self._stale)
+        self._stale = stale
+        if oldest is not None:
+            self.m.engine_lag.set(max(0.0, (wall_ms - oldest) / 1000))
+        for feed, n in lag.items():
+            self.m.consumer_lag.labels(feed=feed).set(n)

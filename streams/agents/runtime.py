@@ -1,0 +1,244 @@
+"""`Worker`: the stream-worker driver of the engine, on Faust (see `streams.agents.app`).
+
+One task runs the pipeline in ticks: take the batches the fetch loop handed over, read the global
+feeds, decode and merge into the partition engines, produce events and dead letters, and every
+`checkpoint_ms` write a checkpoint to the state table and submit it to the commit gate. Guarantees:
+
+- while Faust rebalances or restores tables the worker reports warming (metric `divmon_warming` and a
+  log line) and feeds nothing to the engines, so no verdict is made on half-restored state;
+- after a rebalance, engines of revoked partitions are dropped and new ones are restored from the
+  recovered table; re-delivered records (Faust seeks to the committed offsets) are ignored;
+- offsets are committed only through the commit gate (see `streams.worker.commit`);
+- a record that can't be decoded or violates the contract goes to the dead-letter topic, is counted
+  and is committed like any other: the worker never stops on input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from streams import metrics as metrics_mod
+from streams.agents.app import TABLE, TableStore, create_app
+from streams.agents.kafka_io import GlobalReader, Outputs, ensure_topics, output_topics
+from streams.agents.router import Router, WorkerMetrics
+from streams.codec import EventCodec, SchemaIds, input_codecs
+from streams.commands._options import engine_config
+from streams.config import Settings
+from streams.core.records import Feed
+from streams.sinks.base import Sink
+from streams.sinks.batching import BatchingSink
+from streams.worker.commit import CommitGate
+from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS
+from streams.worker.pipeline import Pipeline
+
+log = logging.getLogger("divmon.worker")
+TICK_S = 0.05
+LANE_LIMIT = 100_000
+
+
+class Worker:
+    """See the module docstring. `run()` blocks until the worker is stopped (SIGTERM / SIGINT)."""
+
+    def __init__(self, settings: Settings, sink: Sink, registry: CollectorRegistry | None = None) -> None:
+        self.s = s = settings
+        self.app = app = create_app(s)
+        self.topics = {f: s.topic_for(f.value) for f in Feed}
+        account_topics = [self.topics[f] for f in ACCOUNT_FEEDS]
+        # bytes keys and values: Faust derives the changelog serializers ("raw") from these types
+        self.table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=s.partitions)
+        app.topics.add(app.topic(*account_topics, key_type=bytes, value_type=bytes, partitions=s.partitions))
+        self.store = TableStore(self.table, self.topics[Feed.EP3])
+        registry_ids = SchemaIds.from_url(s.schema_registry_url) if s.schema_registry_url else None
+        self.pipeline = Pipeline(self.topics, input_codecs(registry_ids, self.topics),
+                                 lambda p: engine_config(s, scope=f"{s.group_id}/p{p}"), self.store, s.idle_ms)
+        self.event_codec = EventCodec(registry=registry_ids, topics=output_topics(s))
+        self.router = Router(frozenset(account_topics))
+        self.registry = registry or CollectorRegistry()
+        self.metrics = WorkerMetrics(metrics_mod.create(self.registry, env=s.env))
+        self.sink = BatchingSink(sink, max_rows=s.sink_batch_rows, max_ms=s.sink_batch_ms)
+        self.outputs: Outputs | None = None
+        self.reader: GlobalReader | None = None
+        self.gate: CommitGate | None = None
+        self._assigned: set[int] = set()
+        self._warming: bool | None = None
+        self._next_refresh = 0.0
+        consumer: Any = app.consumer
+        consumer.batch_sink = self.router
+        app.task(self._main)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    def run(self) -> None:
+        from faust.worker import Worker as FaustWorker
+
+        FaustWorker(self.app, loglevel=logging.getLevelName(logging.getLogger().level).lower(),
+                    quiet=True).execute_from_commandline()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        consumer: Any = self.app.consumer
+        if self.s.metrics_port:
+            metrics_mod.serve(self.registry, self.s.metrics_port)
+        await loop.run_in_executor(None, ensure_topics, self.s, self.s.partitions)
+        await loop.run_in_executor(None, self.sink.setup)
+        self.outputs = Outputs(self.s, self.event_codec)
+        self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS])
+        self.gate = CommitGate(self.sink, self.outputs.flush, consumer.mark_safe,
+                               self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
+
+    async def _main(self) -> None:
+        await self._start()
+        assert self.gate is not None
+        gate_task = asyncio.ensure_future(self.gate.run())
+        last_cp = last_metrics = last_status = time.monotonic()
+        try:
+            while not self.app.should_stop:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.router.arrived.wait(), TICK_S)
+                self.router.arrived.clear()
+                now = time.monotonic()
+                if not self._tick(now * 1000):
+                    continue
+                if now - last_cp >= self.s.checkpoint_ms / 1000:
+                    last_cp = now
+                    self.gate.submit(self.pipeline.checkpoint())
+                self.router.set_gate_full(self.gate.backlog > 4)
+                if now - last_metrics >= 1.0:
+                    last_metrics = now
+                    self._observe_state(time.time() * 1000)
+                if now - last_status >= 10.0:
+                    last_status = now
+                    self._log_status(now * 1000)
+        finally:
+            gate_task.cancel()
+
+    def _tick(self, now: float) -> bool:
+        """One pipeline step; False while warming (nothing is fed to the engines)."""
+        warming = bool(self.app.rebalancing) or not self.app.consumer.assignment()
+        if self._warming and not warming:
+            self.pipeline.resume(now)
+        self._set_warming(warming)
+        if warming:
+            return False
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topics[Feed.EP3]}
+        if assigned != self._assigned:
+            self.pipeline.retain(assigned)
+            self._assigned = assigned
+        for p in sorted(assigned):
+            self.pipeline.engine(p, now)
+        self._read_globals(now)
+        for tp, recs in self.router.take().items():
+            raws = [(r.offset, r.timestamp, r.key, r.value) for r in recs]
+            self._ingest(tp.topic, tp.partition, raws, now)
+        self._mark_caught_up()
+        events = self.pipeline.step(now)
+        if events:
+            assert self.outputs is not None
+            self.outputs.events(events)
+            self.metrics.events(events)
+        self.router.ahead = {TP(self.topics[f], p) for p, pe in self.pipeline.engines.items()
+                             for f, lane in pe.lanes.items() if lane.pending() > LANE_LIMIT}
+        return True
+
+    def _log_status(self, now: float) -> None:
+        """One line per partition engine: event time, watermark, records held (for operators)."""
+        for p, pe in sorted(self.pipeline.engines.items()):
+            log.info("p%d: event time %d, watermark %s, applied %d, held %s, idle/caught-up %s", p,
+                     pe.engine.now, pe.aligner.watermark(now), pe.applied,
+                     [lane.pending() for lane in pe.aligner.lanes],
+                     [(now - lane.last_arrival >= self.s.idle_ms, lane.caught_up) for lane in pe.aligner.lanes])
+
+    def _mark_caught_up(self) -> None:
+        """An input may count as idle only when the broker has nothing more for it."""
+        for p, pe in self.pipeline.engines.items():
+            for feed, lane in pe.lanes.items():
+                hw = self._highwater(TP(self.topics[feed], p))
+                lane.caught_up = hw is not None and lane.next_offset >= hw
+        assert self.reader is not None
+        for key, log in self.pipeline.logs.items():
+            feed_value, part = key.rsplit("/", 1)
+            hw = self.reader.highwater(self.topics[Feed(feed_value)], int(part))
+            log.caught_up = hw is not None and log.next_offset >= hw
+
+    def _highwater(self, tp: TP) -> int | None:
+        consumer: Any = self.app.consumer
+        try:
+            hw = consumer.highwater(tp)
+        except (AssertionError, KeyError, RuntimeError):  # not (or no longer) assigned
+            return None
+        return None if hw is None else int(hw)
+
+    def _ingest(self, topic: str, partition: int, raws: list[Any], now: float) -> None:
+        assert self.outputs is not None
+        self.metrics.consumed(self.pipeline.feed_of[topic].value, len(raws))
+        for dead in self.pipeline.ingest(topic, partition, raws, now):
+            log.warning("dead letter: %s[%d]@%d: %s", dead.topic, dead.partition, dead.offset, dead.reason)
+            self.outputs.dead_letter(dead)
+            self.metrics.dead_letter(dead)
+
+    def _read_globals(self, now: float) -> None:
+        reader = self.reader
+        assert reader is not None
+        if len(reader.assigned) < 2 or now >= self._next_refresh:
+            self._next_refresh = now + 10_000
+            for topic, partition in reader.refresh():
+                self.pipeline.declare(topic, partition, now)
+        for key, offset in self.pipeline.rewinds().items():
+            feed_value, part = key.rsplit("/", 1)
+            log.info("re-reading %s from offset %d for a restored engine", key, offset)
+            reader.rewind(self.topics[Feed(feed_value)], int(part), offset)
+            self.pipeline.logs[key].rewind(offset, now)
+        for (topic, partition), raws in reader.poll().items():
+            self._ingest(topic, partition, raws, now)
+
+    def _set_warming(self, warming: bool) -> None:
+        if warming != self._warming:
+            self._warming = warming
+            self.metrics.m.warming.set(1 if warming else 0)
+            if warming:
+                log.info("warming: rebalancing / restoring tables, verdicts held")
+            else:
+                log.info("warm: partitions %s", sorted(tp.partition for tp in self.app.consumer.assignment()
+                                                       if tp.topic == self.topics[Feed.EP3]))
+
+    def _observe_state(self, wall_ms: float) -> None:
+        lag: dict[str, int] = {}
+        for p, pe in self.pipeline.engines.items():
+            for feed, lane in pe.lanes.items():
+                hw = self._highwater(TP(self.topics[feed], p))
+                if hw is not None:
+                    lag[feed.value] = lag.get(feed.value, 0) + max(0, hw - lane.next_offset)
+        self.metrics.state(self.pipeline, wall_ms, lag)
+        self.metrics.m.sink_buffered_rows.set(self.sink.buffered_rows)
+
+    # --- rebalance -------------------------------------------------------------------------------
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """Checkpoint and commit what was processed, then forget in-flight batches (re-fetched)."""
+        self.router.clear()
+        consumer: Any = self.app.consumer
+        gate = self.gate
+        if gate is not None and self.pipeline.engines and not self._warming:
+            cp = self.pipeline.checkpoint()
+            gate.submit(cp)
+            deadline = time.monotonic() + 10
+            while gate.committed_seq < cp.seq and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await self.app.producer.flush()
+            await consumer.commit()
+        consumer.forget()
+        self._set_warming(True)
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self.store.invalidate()
+        self._assigned = set()
+        self.pipeline.retain({tp.partition for tp in assigned if tp.topic == self.topics[Feed.EP3]})

@@ -1,0 +1,114 @@
+"""Shared history of the engine-global feeds (marks, instruments), read by every partition engine.
+
+Every partition engine must apply every mark and instrument at its event time, but decoding and
+storing them once per worker is enough: a `GlobalLog` per marks/instruments topic-partition holds the
+decoded entries in offset order, and each engine reads it through its own `GlobalLane` cursor (the
+next offset it needs). Guarantees:
+
+- an engine sees each entry of the log exactly once, in offset order, whatever other engines do;
+- entries are dropped only once every registered lane has passed them (`trim`), so memory is bounded
+  by the spread between the slowest and the fastest engine;
+- a lane restored at an offset the log no longer holds reports it through `GlobalLog.needs_rewind`;
+  the owner then re-reads the partition from that offset (`rewind`) and other lanes simply wait.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from operator import itemgetter
+
+from streams.worker.reorder import INF, Entry
+
+_offset = itemgetter(3)
+_ts = itemgetter(0)
+
+
+class GlobalLog:
+    """Decoded entries of one global topic-partition, from `start` (an offset) to `next_offset`."""
+
+    def __init__(self, start: int = 0, now: float = 0.0) -> None:
+        self.entries: list[Entry] = []
+        self.start = start
+        self.next_offset = start
+        self.max_ts: int | None = None
+        self.last_arrival = now
+        self.lanes: set[GlobalLane] = set()
+        self.caught_up = True
+
+    def append(self, entries: Sequence[Entry], next_offset: int, now: float) -> None:
+        if entries:
+            self.entries.extend(entries)
+            top = entries[-1][0]
+            if self.max_ts is None or top > self.max_ts:
+                self.max_ts = top
+        self.next_offset = max(self.next_offset, next_offset)
+        self.last_arrival = now
+
+    def needs_rewind(self) -> int | None:
+        """The lowest offset a lane wants that this log no longer (or not yet) holds from its start."""
+        low = min((lane.offset for lane in self.lanes), default=None)
+        return low if low is not None and low < self.start else None
+
+    def rewind(self, offset: int, now: float) -> None:
+        """Forget everything and hold entries from `offset` on (the consumer seeks there)."""
+        self.entries.clear()
+        self.start = self.next_offset = offset
+        self.max_ts = None
+        self.last_arrival = now
+
+    def trim(self) -> None:
+        """Drop entries every lane has consumed."""
+        if not self.lanes or not self.entries:
+            return
+        low = min(lane.offset for lane in self.lanes)
+        cut = bisect_left(self.entries, low, key=_offset)
+        if cut > 1024 or cut == len(self.entries):
+            del self.entries[:cut]
+            self.start = max(self.start, min(low, self.next_offset))
+
+
+class GlobalLane:
+    """One engine's cursor into a `GlobalLog` (a `Lane` for the `Aligner`)."""
+
+    __slots__ = ("_idx", "log", "offset")
+
+    def __init__(self, log: GlobalLog, offset: int) -> None:
+        self.log = log
+        self.offset = offset
+        self._idx = 0
+        log.lanes.add(self)
+
+    def close(self) -> None:
+        self.log.lanes.discard(self)
+
+    @property
+    def max_ts(self) -> int | None:
+        log = self.log
+        return log.max_ts if log.start <= self.offset else None
+
+    @property
+    def last_arrival(self) -> float:
+        return self.log.last_arrival
+
+    @property
+    def caught_up(self) -> bool:
+        return self.log.caught_up
+
+    def held(self, below: int) -> Sequence[Entry]:
+        log = self.log
+        if log.start > self.offset:
+            return ()
+        e = log.entries
+        i = self._idx = bisect_left(e, self.offset, key=_offset)
+        if below >= INF:
+            return e[i:]
+        return e[i:bisect_left(e, below, i, key=_ts)]
+
+    def consume(self, n: int) -> None:
+        if n:
+            self.offset = self.log.entries[self._idx + n - 1][3] + 1
+
+    def pending(self) -> int:
+        e = self.log.entries
+        return len(e) - bisect_left(e, self.offset, key=_offset)

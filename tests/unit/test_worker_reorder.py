@@ -1,0 +1,80 @@
+"""The reorder buffer: watermark over lanes, idleness, merged release, shared global logs."""
+
+from __future__ import annotations
+
+from streams.core.records import Feed
+from streams.worker.globals import GlobalLane, GlobalLog
+from streams.worker.reorder import INF, AccountLane, Aligner
+
+
+def entries(feed: Feed, *pairs: tuple[int, int]) -> list[tuple[int, Feed, object, int]]:
+    return [(ts, feed, f"{feed.value}@{ts}", off) for ts, off in pairs]
+
+
+def test_nothing_is_released_while_a_live_lane_has_seen_nothing() -> None:
+    """A lane that never delivered holds the watermark back until it has been idle for idle_ms."""
+    a, b = AccountLane(now=0), AccountLane(now=0)
+    al = Aligner([a, b], idle_ms=1_000)
+    a.push(entries(Feed.EP3, (10, 0), (20, 1)), 2, now=100)
+    assert al.release(now=500) == ([], None)
+    out, w = al.release(now=1_001)  # b idle: a's max is the watermark, strictly below is released
+    assert [e[0] for e in out] == [10] and w == 20
+
+
+def test_release_is_below_watermark_and_merged_by_ts() -> None:
+    """Only entries strictly below min(max ts) are released, merged stably by ts."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=10_000)
+    a.push(entries(Feed.EP3, (1, 0), (5, 1), (9, 2)), 3, now=1)
+    b.push(entries(Feed.RISK, (1, 0), (3, 1), (5, 2)), 3, now=1)
+    out, w = al.release(now=2)
+    assert w == 5
+    assert [(e[0], e[1]) for e in out] == [(1, Feed.EP3), (1, Feed.RISK), (3, Feed.RISK)]
+    assert a.commit_offset() == 1 and b.commit_offset() == 2
+    b.push(entries(Feed.RISK, (9, 3)), 4, now=3)
+    out, w = al.release(now=3)
+    assert [e[0] for e in out] == [5, 5] and w == 9
+
+
+def test_all_idle_releases_everything_and_clock_follows_wall_time() -> None:
+    """With every lane idle everything is released and event time moves with the wall clock."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=1_000)
+    a.push(entries(Feed.EP3, (100, 0), (200, 1)), 2, now=0)
+    b.push(entries(Feed.RISK, (150, 0)), 1, now=50)
+    assert al.idle_clock(now=500) is None
+    out, w = al.release(now=2_000)
+    assert w == INF and [e[0] for e in out] == [100, 150, 200]
+    assert al.idle_clock(now=2_000) == 200 + 1_950
+    assert a.commit_offset() == 2 and b.commit_offset() == 1
+
+
+def test_global_log_is_read_once_per_lane_and_trimmed_behind_the_slowest() -> None:
+    """Each engine's cursor sees every global entry once; the log keeps what a lane still needs."""
+    log = GlobalLog(0)
+    x, y = GlobalLane(log, 0), GlobalLane(log, 0)
+    log.append(entries(Feed.MARKS, (1, 0), (2, 1), (3, 2)), 3, now=1)
+    assert [e[0] for e in x.held(3)] == [1, 2]
+    x.consume(2)
+    assert [e[0] for e in x.held(INF)] == [3] and y.pending() == 3
+    log.trim()
+    assert [e[0] for e in y.held(INF)] == [1, 2, 3]
+    y.consume(3)
+    x.consume(1)
+    log.trim()
+    assert log.entries == [] and log.start == 3
+
+
+def test_a_lane_behind_the_log_start_asks_for_a_rewind() -> None:
+    """A restored cursor below what the log still holds is reported, and a rewind serves it."""
+    log = GlobalLog(0)
+    lane = GlobalLane(log, 5)
+    log.append(entries(Feed.MARKS, (1, 5), (2, 6)), 7, now=0)
+    lane.consume(2)
+    log.trim()
+    late = GlobalLane(log, 2)
+    assert log.needs_rewind() == 2 and late.max_ts is None
+    log.rewind(2, now=1)
+    log.append(entries(Feed.MARKS, (0, 2), (1, 5), (2, 6)), 7, now=1)
+    assert [e[3] for e in late.held(INF)] == [2, 5, 6]
+    assert lane.held(INF) == []
