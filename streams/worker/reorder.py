@@ -15,6 +15,10 @@ Guarantees of `Aligner.release`:
   records are merely slow to arrive (fetch backlog, a stalled process) is never idle;
   when every lane is idle, everything held is released and `idle_clock` says how far event time may
   move with the wall clock (last event time + wall time since it arrived);
+- waking up: when records arrive after every lane was idle (a burst after a quiet spell), idle lanes
+  hold the watermark back again for `wake_hold_ms` of wall time, as if live. A burst written to
+  several topics at once reaches the consumer over several fetches; without the hold, the first
+  lane fetched would set the watermark alone and its partners' records would arrive late;
 - released entries come out merged by `ts_ms`, stable (ties keep lane order, then arrival order).
 
 Wall time is injected (`now` in ms); nothing here reads a clock.
@@ -98,19 +102,32 @@ class AccountLane:
 class Aligner:
     """The watermark over an engine's lanes; see the module docstring for the guarantees."""
 
-    def __init__(self, lanes: Sequence[Lane], idle_ms: int) -> None:
+    def __init__(self, lanes: Sequence[Lane], idle_ms: int, wake_hold_ms: int | None = None) -> None:
         self.lanes = list(lanes)
         self.idle_ms = idle_ms
+        self.wake_hold_ms = min(idle_ms, 1_000) if wake_hold_ms is None else wake_hold_ms
+        self._quiet = False
+        self._woke_at: float | None = None
 
     def watermark(self, now: float) -> int | None:
         """W (exclusive release bound), INF when every lane is idle, None while a live lane is empty."""
-        low = INF
         limit = now - self.idle_ms
-        for lane in self.lanes:
-            if lane.last_arrival <= limit and lane.caught_up:
+        idle = [lane.last_arrival <= limit and lane.caught_up for lane in self.lanes]
+        if all(idle):
+            self._quiet = True
+            return INF
+        if self._quiet:  # first records after a quiet spell
+            self._quiet = False
+            self._woke_at = now
+        holding = self._woke_at is not None and now - self._woke_at < self.wake_hold_ms
+        low = INF
+        for lane, lane_idle in zip(self.lanes, idle, strict=True):
+            if lane_idle and not holding:
                 continue
             top = lane.max_ts
             if top is None:
+                if lane_idle:
+                    continue  # never delivered anything: nothing of its own to wait for
                 return None
             low = min(low, top)
         return low

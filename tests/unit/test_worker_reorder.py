@@ -78,3 +78,32 @@ def test_a_lane_behind_the_log_start_asks_for_a_rewind() -> None:
     log.append(entries(Feed.MARKS, (0, 2), (1, 5), (2, 6)), 7, now=1)
     assert [e[3] for e in late.held(INF)] == [2, 5, 6]
     assert lane.held(INF) == []
+
+
+def test_a_burst_after_a_quiet_spell_waits_for_its_partners() -> None:
+    """Records arriving on one lane after every lane was idle don't outrun the other lanes' records
+    of the same burst: idle lanes hold the watermark for wake_hold_ms, as if live."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=1_000, wake_hold_ms=500)
+    a.push(entries(Feed.EP3, (100, 0)), 1, now=0)
+    b.push(entries(Feed.FILLS, (100, 0)), 1, now=0)
+    assert al.release(now=2_000)[1] == INF  # quiet: everything out
+    a.push(entries(Feed.EP3, (5_000, 1), (12_000, 2)), 3, now=10_000)  # the burst reaches a first
+    out, w = al.release(now=10_010)
+    assert out == [] and w == 100  # b still holds the watermark at its last event time
+    b.push(entries(Feed.FILLS, (10_000, 1)), 2, now=10_100)  # b's part of the burst arrives
+    out, w = al.release(now=10_120)
+    assert [e[0] for e in out] == [5_000] and w == 10_000  # both live again: min of their maxima
+
+
+def test_after_the_hold_an_idle_lane_stops_holding_back_again() -> None:
+    """A lane that stays silent past the hold (a retired feed) no longer holds the watermark."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=1_000, wake_hold_ms=500)
+    a.push(entries(Feed.EP3, (100, 0)), 1, now=0)
+    b.push(entries(Feed.RISK, (100, 0)), 1, now=0)
+    al.release(now=2_000)
+    a.push(entries(Feed.EP3, (5_000, 1), (6_000, 2)), 3, now=10_000)
+    assert al.release(now=10_010)[0] == []
+    out, w = al.release(now=10_600)
+    assert [e[0] for e in out] == [5_000] and w == 6_000
