@@ -36,7 +36,7 @@ class JsonlTape:
         last = None
         for rec in self._read():
             if last is not None and rec.ts_ms < last:
-                raise MalformedRecord(str(self.path), rec.where,
+                raise MalformedRecord(str(self.path), str(rec.where),
                                       f"ts_ms {rec.ts_ms} goes back before {last}: tapes must be in "
                                       "ts_ms order (use --sort for a small hand-written tape)")
             last = rec.ts_ms
@@ -51,12 +51,30 @@ class JsonlTape:
                     continue
                 try:
                     obj = loads(line)
+                    # fast path: a well-formed line; anything else goes through _build for the error
+                    if type(obj) is dict and type(ts := obj.get("ts_ms")) is int and "value" in obj:
+                        feed = topics.get(obj.get("topic"))  # type: ignore[arg-type]
+                        if feed is not None:
+                            yield TapeRecord(ts, feed, parse_value(feed, obj["value"]), Line(lineno))
+                            continue
                     feed = topics.get(obj["topic"]) if isinstance(obj, dict) and "topic" in obj else None
-                    yield TapeRecord(*_build(obj, feed), f"line {lineno}")
+                    yield TapeRecord(*_build(obj, feed), Line(lineno))
                 except (ValueError, KeyError, TypeError) as exc:
                     if not self.skip_bad:
                         raise MalformedRecord(str(self.path), f"line {lineno}", _why(exc)) from exc
                     self.skipped += 1
+
+
+class Line(int):
+    """A line number that prints as a position ("line 12"), formatted only if ever printed."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"line {int(self)}"
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
 
 
 def _build(obj: Any, feed: Feed | None) -> tuple[int, Feed, Any]:

@@ -11,7 +11,7 @@ class TapeRecord(NamedTuple):
     ts_ms: int
     feed: Feed
     record: Record
-    where: str  # "line 12" or "block 3 record 40": for error messages and skip reports
+    where: str | int  # printable position: "line 12" (a lazily formatted int) or "block 3 record 40"
 
 
 def topic_map(topics: dict[str, str] | None = None) -> dict[str, Feed]:

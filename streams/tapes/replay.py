@@ -33,7 +33,14 @@ def open_tape(path: Path, topics: dict[str, str] | None = None, skip_bad: bool =
 
 
 def merge(tapes: Sequence[Iterable[TapeRecord]]) -> Iterator[TapeRecord]:
-    return heapq.merge(*tapes, key=lambda r: r.ts_ms)
+    """Stream-merge by ts_ms; ties keep the order of the tapes as given, then file order."""
+    if len(tapes) == 1:
+        return iter(tapes[0])
+    return heapq.merge(*tapes, key=_ts)
+
+
+def _ts(r: TapeRecord) -> int:
+    return r.ts_ms
 
 
 @dataclass
