@@ -17,6 +17,7 @@ import json
 import ssl
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -45,7 +46,11 @@ def credentials(s: Settings) -> Any:
 
 
 def create_app(s: Settings) -> DivmonApp:
-    """The app for settings `s` (time-outs in ms from the kafka section)."""
+    """The app for settings `s` (time-outs in ms from the kafka section).
+
+    The data directory is created with its parents first: Faust makes only the last level, so the
+    default `./var/divmon` failed on a fresh checkout."""
+    Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     web = s.web_port > 0
     return DivmonApp(
         s.group_id,

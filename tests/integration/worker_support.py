@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +46,8 @@ class Names:
     def env(self, bootstrap: str) -> dict[str, str]:
         env = {"DIVMON_BROKERS": bootstrap, "DIVMON_GROUP_ID": self.group, "DIVMON_PARTITIONS": str(PARTITIONS),
                "DIVMON_TOPIC_PREFIX_OUT": self.prefix, "DIVMON_TOPIC_DEAD_LETTER": self.dead,
-               "DIVMON_STORE": "memory://", "DIVMON_WEB_PORT": "0", "DIVMON_METRICS_PORT": "0", **FAST}
+               "DIVMON_STORE": "memory://", "DIVMON_WEB_PORT": "0", "DIVMON_METRICS_PORT": "0",
+               "DIVMON_DATA_DIR": str(Path(tempfile.gettempdir()) / f"divmon-test-{self.tag}"), **FAST}
         attr = {Feed.EP3: "EP3", Feed.RISK: "RISK", Feed.OG_MARGIN: "OG_MARGIN", Feed.FILLS: "FILLS",
                 Feed.MARKS: "MARKS", Feed.INSTRUMENTS: "INSTRUMENTS"}
         env.update({f"DIVMON_TOPIC_{attr[f]}": t for f, t in self.inputs.items()})

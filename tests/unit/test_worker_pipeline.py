@@ -170,3 +170,13 @@ def test_poison_records_become_dead_letters_and_the_rest_flows() -> None:
     assert [(d.offset, d.reason) for d in dead] == [(0, "bad_magic"), (1, "contract")]
     assert pipe.engines[0].lanes[Feed.FILLS].pending() == 1
     assert pipe.engines[0].lanes[Feed.FILLS].next_offset == 3
+
+
+def test_worker_app_creates_its_data_directory_with_parents(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A fresh checkout has no ./var: the app makes the whole data directory path itself."""
+    from streams.agents.app import create_app
+    from streams.config import Settings
+
+    target = tmp_path / "a" / "b" / "divmon"
+    create_app(Settings.load({"data_dir": str(target), "web_port": 0}, environ={}))
+    assert target.is_dir()
