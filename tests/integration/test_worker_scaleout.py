@@ -41,7 +41,7 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
     b = start_worker(kafka_bootstrap, names, tmp_path / "b.log")
     try:
         wait_for(lambda: "warm: partitions [" in (tmp_path / "b.log").read_text()
-                 and "warm: partitions [" in (tmp_path / "a.log").read_text(), 60, "both workers to own partitions")
+                 and "warm: partitions [" in (tmp_path / "a.log").read_text(), 120, "both workers to own partitions")
         for i, chunk in enumerate(chunks[1:], 1):
             produce(kafka_bootstrap, names, chunk)
             if i == 5:  # A has checkpointed and committed part of its work (checkpoints every 200 ms)
