@@ -82,6 +82,7 @@ class Settings:
     web_port: int = 6066
     metrics_port: int = 9108
     idle_ms: int = 5_000  # an input silent this long (wall time) stops holding the watermark back
+    clock_idle_ms: int = 30_000  # nothing at all for this long: event time follows the wall clock
     checkpoint_ms: int = 500  # state checkpoint + sink batch + commit cadence of the worker
     session_timeout_ms: int = 30_000  # consumer-group session timeout (failure detection)
     heartbeat_ms: int = 3_000

@@ -57,7 +57,8 @@ class Worker:
         self.store = TableStore(self.table, self.topics[Feed.EP3])
         registry_ids = SchemaIds.from_url(s.schema_registry_url) if s.schema_registry_url else None
         self.pipeline = Pipeline(self.topics, input_codecs(registry_ids, self.topics),
-                                 lambda p: engine_config(s, scope=f"{s.group_id}/p{p}"), self.store, s.idle_ms)
+                                 lambda p: engine_config(s, scope=f"{s.group_id}/p{p}"), self.store, s.idle_ms,
+                                 s.clock_idle_ms)
         self.event_codec = EventCodec(registry=registry_ids, topics=output_topics(s))
         self.router = Router(frozenset(account_topics))
         self.registry = registry or CollectorRegistry()

@@ -24,6 +24,8 @@ KAFKA_OPTIONS = [
     setting("web_port", "Faust web port (0 disables the web server).", click.IntRange(0)),
     setting("metrics_port", "Prometheus metrics port (0 disables).", click.IntRange(0)),
     setting("idle_ms", "An input silent this long (wall ms) stops holding event time back.", click.IntRange(1)),
+    setting("clock_idle_ms", "With no input at all for this long (wall ms), event time follows the wall clock "
+            "so grace windows and sweeps still close.", click.IntRange(1)),
     setting("checkpoint_ms", "Checkpoint / sink batch / commit cadence in ms.", click.IntRange(10)),
     setting("session_timeout_ms", "Consumer group session timeout in ms.", click.IntRange(1000)),
     setting("heartbeat_ms", "Consumer group heartbeat interval in ms.", click.IntRange(100)),

@@ -44,12 +44,13 @@ class PartitionEngine:
 
     def __init__(self, partition: int, engine: Engine, offsets: Mapping[str, int],
                  logs: Mapping[str, GlobalLog], cursors: Mapping[str, int], idle_ms: int, now: float,
-                 skip: dict[str, dict[str, int]] | None = None) -> None:
+                 skip: dict[str, dict[str, int]] | None = None, clock_idle_ms: int | None = None) -> None:
         self.partition = partition
         self.engine = engine
         self.lanes = {f: AccountLane(offsets.get(f.value, 0), now) for f in ACCOUNT_FEEDS}
         self.globals = {key: GlobalLane(log, cursors.get(key, 0)) for key, log in logs.items()}
-        self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms)
+        self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms,
+                               clock_idle_ms=clock_idle_ms)
         self.skip = skip or {}
         self.touched: set[str] = set()
         self.applied = 0
@@ -138,7 +139,8 @@ class PartitionEngine:
 
     @classmethod
     def restore(cls, partition: int, cfg: EngineConfig, rows: Iterable[Mapping[str, Any]],
-                logs: Mapping[str, GlobalLog], idle_ms: int, now: float) -> PartitionEngine:
+                logs: Mapping[str, GlobalLog], idle_ms: int, now: float,
+                clock_idle_ms: int | None = None) -> PartitionEngine:
         """Rebuild from the table rows of `partition` (a fresh engine if there are none)."""
         meta: Mapping[str, Any] | None = None
         accounts = []
@@ -154,6 +156,7 @@ class PartitionEngine:
                 skip[row["state"]["account_id"]] = dict(row["offsets"])
         engine = restore_engine(cfg, meta["engine"] if meta else None,
                                 (account_from_dict(r["state"]) for r in accounts))
-        pe = cls(partition, engine, offsets, logs, meta["globals"] if meta else {}, idle_ms, now, skip)
+        pe = cls(partition, engine, offsets, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
+                 clock_idle_ms)
         pe.touched.update(skip)
         return pe

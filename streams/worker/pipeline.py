@@ -64,13 +64,15 @@ class Pipeline:
     """See the module docstring."""
 
     def __init__(self, topics: Mapping[Feed, str], codecs: Mapping[Feed, Codec],
-                 config_for: Callable[[int], EngineConfig], store: StateStore, idle_ms: int) -> None:
+                 config_for: Callable[[int], EngineConfig], store: StateStore, idle_ms: int,
+                 clock_idle_ms: int | None = None) -> None:
         self.topics = dict(topics)
         self.feed_of = {t: f for f, t in topics.items()}
         self.codecs = codecs
         self.config_for = config_for
         self.store = store
         self.idle_ms = idle_ms
+        self.clock_idle_ms = clock_idle_ms
         self.engines: dict[int, PartitionEngine] = {}
         self.logs: dict[str, GlobalLog] = {}
         self.events: list[Event] = []
@@ -84,7 +86,7 @@ class Pipeline:
         if pe is None:
             rows = [json.loads(b) for b in self.store.rows(partition)]
             pe = PartitionEngine.restore(partition, self.config_for(partition), rows, self.logs,
-                                         self.idle_ms, now)
+                                         self.idle_ms, now, self.clock_idle_ms)
             self.engines[partition] = pe
         return pe
 

@@ -13,8 +13,10 @@ Guarantees of `Aligner.release`:
 - a lane with no arrival for `idle_ms` of wall time stops holding W back (Flink-style idleness), but
   only if it is `caught_up` (the driver knows the broker has nothing more for it): a lane whose
   records are merely slow to arrive (fetch backlog, a stalled process) is never idle;
-  when every lane is idle, everything held is released and `idle_clock` says how far event time may
-  move with the wall clock (last event time + wall time since it arrived);
+  when every lane is idle, everything held is released; once nothing at all has arrived for
+  `clock_idle_ms` (longer than `idle_ms`), `idle_clock` says how far event time may move with the wall
+  clock (last event time + wall time since it arrived), so grace windows and sweeps still close.
+  Kept separate and longer because a producer pause longer than it makes later records late;
 - waking up: when records arrive after every lane was idle (a burst after a quiet spell), idle lanes
   hold the watermark back again for `wake_hold_ms` of wall time, as if live. A burst written to
   several topics at once reaches the consumer over several fetches; without the hold, the first
@@ -102,9 +104,11 @@ class AccountLane:
 class Aligner:
     """The watermark over an engine's lanes; see the module docstring for the guarantees."""
 
-    def __init__(self, lanes: Sequence[Lane], idle_ms: int, wake_hold_ms: int | None = None) -> None:
+    def __init__(self, lanes: Sequence[Lane], idle_ms: int, wake_hold_ms: int | None = None,
+                 clock_idle_ms: int | None = None) -> None:
         self.lanes = list(lanes)
         self.idle_ms = idle_ms
+        self.clock_idle_ms = idle_ms if clock_idle_ms is None else max(idle_ms, clock_idle_ms)
         self.wake_hold_ms = min(idle_ms, 1_000) if wake_hold_ms is None else wake_hold_ms
         self._quiet = False
         self._woke_at: float | None = None
@@ -158,6 +162,8 @@ class Aligner:
             return None
         top = max(lane.max_ts for lane in seen if lane.max_ts is not None)
         since = max(lane.last_arrival for lane in seen)
+        if now - since < self.clock_idle_ms:
+            return None
         return top + int(now - since)
 
     def pending(self) -> int:

@@ -33,7 +33,7 @@ are enough for rate()/increase() to see an increment.
 
 The engine's grace window is *event* time (the tapes carry their own clock marks), so the default
 grace is kept: the scenarios' expected classes depend on it. The wall-clock idle timeout is the short
-one of worker_support (`DIVMON_IDLE_MS` 1.5 s), so a quiet input stops holding event time back soon.
+one of worker_support (`DIVMON_IDLE_MS`), so a quiet input stops holding event time back soon.
 """
 
 from __future__ import annotations

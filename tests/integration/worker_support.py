@@ -29,7 +29,8 @@ VERDICTS = ("position_mismatch", "avail_gap_flip", "unvaluable")
 # idle_ms must exceed any pause in the tests' own production: an input silent for idle_ms stops
 # holding event time back, and records produced after such a pause would be late (not replay-equal).
 FAST = {"DIVMON_SESSION_TIMEOUT_MS": "6000", "DIVMON_HEARTBEAT_MS": "500", "DIVMON_COMMIT_INTERVAL_MS": "300",
-        "DIVMON_RECOVERY_DELAY_MS": "100", "DIVMON_CHECKPOINT_MS": "200", "DIVMON_IDLE_MS": "4000"}
+        "DIVMON_RECOVERY_DELAY_MS": "100", "DIVMON_CHECKPOINT_MS": "200", "DIVMON_IDLE_MS": "4000",
+        "DIVMON_CLOCK_IDLE_MS": "120000"}
 
 
 class Names:

@@ -107,3 +107,16 @@ def test_after_the_hold_an_idle_lane_stops_holding_back_again() -> None:
     assert al.release(now=10_010)[0] == []
     out, w = al.release(now=10_600)
     assert [e[0] for e in out] == [5_000] and w == 6_000
+
+
+def test_event_time_follows_the_wall_clock_only_after_the_longer_clock_idle() -> None:
+    """Everything is released once all lanes are idle, but event time moves with the wall clock only
+    after clock_idle_ms without any arrival: a shorter producer pause doesn't make later records late."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=1_000, clock_idle_ms=10_000)
+    a.push(entries(Feed.EP3, (100, 0)), 1, now=0)
+    b.push(entries(Feed.RISK, (150, 0)), 1, now=0)
+    out, w = al.release(now=2_000)
+    assert w == INF and [e[0] for e in out] == [100, 150]
+    assert al.idle_clock(now=9_999) is None
+    assert al.idle_clock(now=10_000) == 150 + 10_000
