@@ -170,14 +170,10 @@ def _flip_fields(eng: Engine, acct: AccountState) -> dict[str, object]:
         "og_open_orders_margin": og.open_orders_margin, "re_open_orders_margin": snap.open_orders_margin,
         "og_im": og.im_positions, "re_im": snap.im_total, "equity": og.equity,
         "snapshot_age_ms": eng.now - snap.published_ts_ms,
-        "position_mismatch": any(_differs(acct, s) for s in acct.mismatches),
+        # every open episode is a current disagreement: resolved ones were dropped earlier in this settle
+        "position_mismatch": bool(acct.mismatches),
         "im_delta_symbols": symbols, "im_deltas": deltas,
     }
-
-
-def _differs(acct: AccountState, symbol: str) -> bool:
-    re = acct.re or {}
-    return (acct.ep3.get(symbol) or ZERO) != (re.get(symbol) or ZERO)
 
 
 def im_deltas(eng: Engine, acct: AccountState) -> tuple[tuple[str, ...], tuple[Decimal | None, ...]]:

@@ -8,7 +8,6 @@ where they differ; that is what re-verifies dormant positions, where never-in-ca
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from streams.core.events import WitnessCheck, event_id
@@ -115,6 +114,3 @@ def sweep(eng: Engine, at: int) -> None:
         checked, differing, eng.open_anomalies, dormant, oldest,
     ))
 
-
-def ledger_qty(acct: AccountState, symbol: str) -> Decimal | None:
-    return None if acct.ledger is None else acct.ledger.get(symbol)

@@ -64,7 +64,7 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     bounded by the engine's live state, whatever the tape's length."""
     engine = Engine(cfg)
     result = ReplayResult(engine=engine)
-    final: dict[str, Event] = result.events if keep else _Discard()
+    final: dict[str, Event] | None = result.events if keep else None
     process = engine.process
     n = 0
     for n, rec in enumerate(records, 1):
@@ -79,8 +79,8 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     pending = engine.pending()
     if pending:  # disagreements still inside grace at the end of input: their final state is `opened`
         result.emitted += len(pending)
-        for ev in pending:
-            final[ev.event_id] = ev
+        if final is not None:
+            final.update((ev.event_id, ev) for ev in pending)
         if on_events is not None:
             on_events(list(pending))
     result.records = n
@@ -88,18 +88,13 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     return result
 
 
-class _Discard(dict[str, Event]):
-    def __setitem__(self, key: str, value: Event) -> None:
-        pass
-
-
-def _collect(engine: Engine, final: dict[str, Event], result: ReplayResult,
+def _collect(engine: Engine, final: dict[str, Event] | None, result: ReplayResult,
              on_events: Callable[[list[Event]], None] | None) -> None:
     events = engine.take_events()
     if not events:
         return
     result.emitted += len(events)
-    for ev in events:
-        final[ev.event_id] = ev
+    if final is not None:
+        final.update((ev.event_id, ev) for ev in events)
     if on_events is not None:
         on_events(events)

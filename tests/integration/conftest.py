@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -75,3 +77,15 @@ def _all_led(parts: Mapping[int, object], expected: int) -> bool:
     return len(parts) == expected and all(
         getattr(p, "leader", -1) >= 0 and getattr(p, "error", None) is None for p in parts.values()
     )
+
+
+@pytest.fixture(scope="module")
+def http_server(chdb_dir: Path) -> Iterator[Any]:
+    """The HTTP test fixture over the process's chdb directory, one per module (like `ch_http`)."""
+    from tests.support.ch_http import ChHttpServer
+
+    server = ChHttpServer(str(chdb_dir)).start()
+    try:
+        yield server
+    finally:
+        server.close()

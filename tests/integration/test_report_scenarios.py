@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -181,18 +180,6 @@ def tapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("days")
     return {"faulty": build_day(True).write_jsonl(root / "faulty.jsonl"),
             "clean": build_day(False).write_jsonl(root / "clean.jsonl")}
-
-
-@pytest.fixture(scope="module")
-def http_server(chdb_dir: Path) -> Iterator[Any]:
-    """The HTTP test fixture over the process's chdb directory, for the module (like `ch_http`)."""
-    from tests.support.ch_http import ChHttpServer
-
-    server = ChHttpServer(str(chdb_dir)).start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import fields, replace
 from decimal import Decimal
 from pathlib import Path
@@ -101,18 +100,6 @@ def assert_store_equals(client: Any, database: str, env: str, expected: list[Eve
 
 
 # ---- the tests ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def http_server(chdb_dir: Path) -> Iterator[Any]:
-    """The HTTP test fixture over the process's chdb directory, one for the module (like `ch_http`)."""
-    from tests.support.ch_http import ChHttpServer
-
-    server = ChHttpServer(str(chdb_dir)).start()
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 @pytest.fixture(scope="module")
 def databases(chdb_dir: Path) -> dict[str, Settings]:
