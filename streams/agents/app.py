@@ -117,13 +117,26 @@ class TableStore:
         self._taken.add(partition)
         return self._by_partition.pop(partition, [])
 
-    def write(self, partition: int, rows: Mapping[str, bytes]) -> None:
-        """Write rows as if processing a record of `partition` of the source topic (changelog p)."""
+    def write(self, partition: int, rows: Mapping[str, bytes]) -> list[Any]:
+        """Write rows to the local store and to changelog partition `partition`; returns the
+        changelog sends' futures (resolved when the broker acks them).
+
+        Not `table[key] = value`: that discards the futures, and Faust's own pre-commit flush
+        gives up after 100 ms without a send (`ProducerBuffer.flush_atmost`), so on a busy event
+        loop it committed input offsets past checkpoint rows that were never written, and a
+        worker taking over restored state older than the offsets it resumed from. The local
+        store still needs the current event to find the partition (RocksDB keeps one per
+        partition)."""
         event = _PartitionEvent(partition, self.source_topic)
         token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
         try:
             table = self.table
+            data, send = table.data, table.send_changelog
+            receipts = []
             for key, value in rows.items():
-                table[key.encode()] = value  # bytes, as recovery from the changelog gives them
+                k = key.encode()  # bytes, as recovery from the changelog gives them
+                receipts.append(send(partition, k, value))
+                data[k] = value
+            return receipts
         finally:
             _current_event.reset(token)

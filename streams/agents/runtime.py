@@ -41,6 +41,7 @@ from streams.worker.pipeline import Pipeline
 log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
 LANE_LIMIT = 100_000
+REVOKE_WAIT_S = 10.0
 
 
 class Worker:
@@ -93,7 +94,7 @@ class Worker:
         await loop.run_in_executor(None, self.sink.setup)
         self.outputs = Outputs(self.s, self.event_codec)
         self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS])
-        self.gate = CommitGate(self.sink, self.outputs.flush, consumer.mark_safe,
+        self.gate = CommitGate(self.sink, self.outputs.flush, self.pipeline.write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
     async def _main(self) -> None:
@@ -106,6 +107,9 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.router.arrived.wait(), TICK_S)
                 self.router.arrived.clear()
+                if gate_task.done():  # only on error: a worker that can't commit must not go on
+                    gate_task.result()
+                    raise RuntimeError("commit gate stopped")
                 now = time.monotonic()
                 if not self._tick(now * 1000):
                     continue
@@ -224,16 +228,24 @@ class Worker:
     # --- rebalance -------------------------------------------------------------------------------
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
-        """Checkpoint and commit what was processed, then forget in-flight batches (re-fetched)."""
+        """Checkpoint, store and commit what was processed, then forget in-flight batches (re-fetched).
+
+        If the gate can't get through in time (sink outage), its unwritten checkpoints are
+        abandoned and every engine is dropped: engines would be ahead of the stored state, so they
+        are restored from it and re-fed from the committed offsets instead."""
         self.router.clear()
         consumer: Any = self.app.consumer
         gate = self.gate
         if gate is not None and self.pipeline.engines and not self._warming:
             cp = self.pipeline.checkpoint()
             gate.submit(cp)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + REVOKE_WAIT_S
             while gate.committed_seq < cp.seq and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
+            if gate.committed_seq < cp.seq:
+                log.warning("rebalance: %d checkpoint(s) not stored in %.0fs; dropping the engines, "
+                            "they restart from the stored state", gate.abandon(), REVOKE_WAIT_S)
+                self.pipeline.retain(())
             await self.app.producer.flush()
             await consumer.commit()
         consumer.forget()

@@ -31,11 +31,15 @@ Raw = tuple[int, int, bytes | None, bytes | None]  # offset, ts_ms, key, value
 
 
 class StateStore(Protocol):
-    """Where checkpoints live (a changelog-backed Faust table in the worker, a dict in tests)."""
+    """Where checkpoints live (a changelog-backed Faust table in the worker, a dict in tests).
+
+    `write` returns receipts: awaitables that complete once the rows are durable (the changelog
+    producer's acks), or nothing when writes are durable on return. Offsets are never made
+    committable before a checkpoint's receipts complete (see `streams.worker.commit`)."""
 
     def rows(self, partition: int) -> Iterable[bytes]: ...
 
-    def write(self, partition: int, rows: Mapping[str, bytes]) -> None: ...
+    def write(self, partition: int, rows: Mapping[str, bytes]) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +56,18 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class Checkpoint:
-    """What a checkpoint wrote, and the offsets it makes safe to commit once its events are stored."""
+    """A consistent cut of every engine: the events it covers, the state rows that reproduce it
+    (serialized when the cut was taken, written by the commit gate only once the events are
+    stored), and the offsets it makes safe to commit once that state is durable."""
 
     seq: int
     events: list[Event]
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    rows: int = 0
+    state: dict[int, dict[str, bytes]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(rows) for rows in self.state.values())
 
 
 class Pipeline:
@@ -166,18 +176,29 @@ class Pipeline:
         return {k: o for k, log in self.logs.items() if (o := log.needs_rewind()) is not None}
 
     def checkpoint(self) -> Checkpoint:
-        """Write every engine's checkpoint to the store; return the events and offsets it covers."""
+        """Take a checkpoint of every engine: its events and state rows (not written yet: see
+        `write_state`) and the offsets below which the state reflects every record."""
         self._seq += 1
         cp = Checkpoint(self._seq, self.events)
         self.events = []
         dumps = json.dumps
         for p, pe in self.engines.items():
-            rows = pe.checkpoint()
-            self.store.write(p, {k: dumps(v, separators=(",", ":")).encode() for k, v in rows.items()})
-            cp.rows += len(rows)
+            cp.state[p] = {k: dumps(v, separators=(",", ":")).encode() for k, v in pe.checkpoint().items()}
             for feed, offset in pe.commit_offsets().items():
                 cp.offsets[(self.topics[feed], p)] = offset
         return cp
+
+    def write_state(self, cp: Checkpoint) -> list[Any]:
+        """Write a checkpoint's state rows to the store; returns the store's receipts.
+
+        Only once the checkpoint's events are stored: state must never get ahead of the events
+        derived from it, or a worker that dies in between loses those events for good (whoever
+        takes over restores the newer state and never derives them again). Written in checkpoint
+        order, partitions in the order they were cut."""
+        receipts: list[Any] = []
+        for p, rows in cp.state.items():
+            receipts.extend(self.store.write(p, rows))
+        return receipts
 
     def pending(self) -> int:
         """Records decoded but not yet released to an engine."""

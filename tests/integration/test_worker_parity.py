@@ -20,10 +20,13 @@ from streams.tapes.model import TapeRecord
 from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
+    commits_ahead_of_state,
+    committed,
     create_inputs,
     emitted,
     expected,
     final,
+    high_watermarks,
     produce,
     read_topics,
     start_worker,
@@ -58,6 +61,10 @@ def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: o
             return final(emitted(kafka_bootstrap, names)) == want
 
         wait_for(same, 90, "the worker's verdicts to equal the replay's", step=2)
+        # every input record is committed, and never ahead of the checkpointed state
+        ends = high_watermarks(kafka_bootstrap, names)
+        wait_for(lambda: committed(kafka_bootstrap, names) == ends, 30, "offsets to be committed to the end")
+        assert commits_ahead_of_state(kafka_bootstrap, names) == []
     finally:
         stop(proc)
 

@@ -4,7 +4,6 @@ dead one's partitions from the changelog and the union of emitted events equals 
 from __future__ import annotations
 
 import signal
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from streams.codec import EventCodec
 from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
+    commits_ahead_of_state,
     create_inputs,
     diff_summary,
     expected,
@@ -42,11 +42,13 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
     try:
         wait_for(lambda: "warm: partitions [" in (tmp_path / "b.log").read_text()
                  and "warm: partitions [" in (tmp_path / "a.log").read_text(), 120, "both workers to own partitions")
+        uncovered = []
         for i, chunk in enumerate(chunks[1:], 1):
             produce(kafka_bootstrap, names, chunk)
             if i == 5:  # A has checkpointed and committed part of its work (checkpoints every 200 ms)
                 a.send_signal(signal.SIGKILL)
-            time.sleep(0.3)
+            uncovered += commits_ahead_of_state(kafka_bootstrap, names)  # takes ~0.3 s: paces production
+        assert not uncovered, uncovered
         rows = []
 
         def converged() -> bool:

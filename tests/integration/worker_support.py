@@ -3,6 +3,7 @@ reading the output topics back, and the replay's expected events in the same (wi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,13 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from streams.agents.app import TABLE
 from streams.codec import EventCodec, input_codecs
 from streams.core.params import EngineConfig
 from streams.core.records import Feed
 from streams.tapes import replay
 from streams.tapes.model import TapeRecord
+from streams.worker.partition import ACCOUNT_FEEDS, META_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -127,6 +130,43 @@ def read_topics(bootstrap: str, topics: Sequence[str], limit_s: float = 30.0
                     del ends[tp]
     c.close()
     return out
+
+
+def committed(bootstrap: str, names: Names) -> dict[tuple[str, int], int]:
+    """The worker group's committed offsets on the account-keyed input topics (absent: none yet)."""
+    parts = [TopicPartition(names.inputs[f], p) for f in ACCOUNT_FEEDS for p in range(PARTITIONS)]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": names.group, "enable.auto.commit": False})
+    try:
+        return {(str(tp.topic), int(tp.partition)): int(tp.offset)
+                for tp in c.committed(parts, timeout=10) if tp.offset >= 0}
+    finally:
+        c.close()
+
+
+def high_watermarks(bootstrap: str, names: Names) -> dict[tuple[str, int], int]:
+    """End offsets of the non-empty account-keyed input partitions."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}"})
+    try:
+        ends = {(names.inputs[f], p): c.get_watermark_offsets(TopicPartition(names.inputs[f], p), timeout=10)[1]
+                for f in ACCOUNT_FEEDS for p in range(PARTITIONS)}
+    finally:
+        c.close()
+    return {tp: end for tp, end in ends.items() if end > 0}
+
+
+def commits_ahead_of_state(bootstrap: str, names: Names) -> list[str]:
+    """Committed offsets that the state changelog does not cover yet. Each would be records that a
+    worker taking the partition over neither restores (not in the state) nor re-reads (committed).
+    Committed offsets are read first, the changelog after, so a correct worker always gives []."""
+    done = committed(bootstrap, names)
+    state: dict[int, dict[str, int]] = {}
+    for _, key, value, _ in read_topics(bootstrap, [f"{names.group}-{TABLE}-changelog"]):
+        if key and key.startswith(META_PREFIX.encode()) and value:
+            row = json.loads(value)
+            state[int(row["p"])] = row["offsets"]
+    feed_of = {names.inputs[f]: f.value for f in ACCOUNT_FEEDS}
+    return [f"{t}[{p}] committed {o}, state only up to {state.get(p, {}).get(feed_of[t], 0)}"
+            for (t, p), o in sorted(done.items()) if o > state.get(p, {}).get(feed_of[t], 0)]
 
 
 def wire(events: Iterable[Any]) -> list[dict[str, Any]]:
