@@ -120,6 +120,11 @@ class Engine:
                     out.append(compare.mismatch_event(self, acct, ep, "opened", None, ep.version + 1))
         return out
 
+    def unsettled(self) -> list[str]:
+        """Accounts with records applied at the current instant but not settled yet (their state
+        changes again when time moves on)."""
+        return list(self._dirty)
+
     def take_events(self) -> list[Event]:
         out, self._out = self._out, []
         return out

@@ -10,8 +10,10 @@ engine with `restore_engine`. Guarantees:
 - what is derived is recomputed, never persisted: set checksums (they use Python's per-process
   `hash`), the unvaluable index, the open-anomaly count and the timers (an unconfirmed mismatch or
   anomaly re-arms its confirm timer at first_seen + grace; the sweep timer re-arms at its deadline);
-- transient work (dirty symbols, baseline candidates) is not persisted: checkpoint only a settled
-  engine (drivers checkpoint after `advance`, which settles).
+- work not yet settled is persisted too (an account's dirty symbols, margin flag and baseline
+  candidates): a driver may checkpoint between applying an instant's records and settling it (a
+  stream worker does whenever every input is idle, so event time does not move on). Restored, that
+  work is settled when time next moves, exactly as it would have been.
 """
 
 from __future__ import annotations
@@ -120,8 +122,15 @@ def _Unvaluable(v: Mapping[str, Any]) -> UnvaluableEpisode:
                              v["in_force"], v["version"])
 
 
+def _pending(a: AccountState) -> dict[str, Any] | None:
+    if not (a.dirty or a.margin_dirty or a.baseline_candidates):
+        return None
+    return {"dirty": sorted(a.dirty), "margin": a.margin_dirty,
+            "candidates": {src: [ts, _dmap(pos)] for src, (ts, pos) in a.baseline_candidates.items()}}
+
+
 def account_to_dict(a: AccountState) -> dict[str, Any]:
-    """Everything persistent of one account (checksums and pending work excluded)."""
+    """Everything of one account but its checksums, including work not settled yet."""
     return {
         "account_id": a.account_id, "ep3": _dmap(a.ep3), "ep3_touch": a.ep3_touch, "ep3_seq": a.ep3_seq,
         "ep3_ready": a.ep3_ready, "re": None if a.re is None else _dmap(a.re), "re_im": _dmap(a.re_im),
@@ -132,6 +141,7 @@ def account_to_dict(a: AccountState) -> dict[str, Any]:
         "anomalies": [_anomaly(e) for e in a.anomalies.values()],
         "flips": [_flip(e) for e in a.flips.values()],
         "unvaluable": [_unvaluable(e) for e in a.unvaluable.values()],
+        "pending": _pending(a),
     }
 
 
@@ -154,6 +164,11 @@ def account_from_dict(v: Mapping[str, Any]) -> AccountState:
     a.unvaluable = {(e.source, e.symbol): e for e in map(_Unvaluable, v["unvaluable"])}
     a.ep3_sum = checksum(a.ep3)
     a.ledger_sum = checksum(a.ledger) if a.ledger is not None else 0
+    pending = v.get("pending")
+    if pending:
+        a.dirty = set(pending["dirty"])
+        a.margin_dirty = pending["margin"]
+        a.baseline_candidates = {src: (ts, _Dmap(pos)) for src, (ts, pos) in pending["candidates"].items()}
     return a
 
 
@@ -161,6 +176,7 @@ def engine_to_dict(e: Engine) -> dict[str, Any]:
     """The engine-wide part of a checkpoint: clock, positions source, prices, instruments, minute."""
     return {
         "format": FORMAT, "now": e.now, "started": e.started, "source": e.source,
+        "source_key": list(e._source_key), "last_risk_ts": e.last_risk_ts,
         "marks": _dmap(e.marks),
         "instruments": {s: [str(i.contract_size), str(i.im_rate)] for s, i in e.instruments.items()},
         "next_sweep": e._next_sweep, "minute": e._minute, "minute_counts": dict(e._minute_counts),
@@ -174,6 +190,8 @@ def restore_engine(cfg: EngineConfig, meta: Mapping[str, Any] | None, accounts: 
     e = Engine(cfg)
     if meta is not None:
         e.now, e.started, e.source = meta["now"], meta["started"], meta["source"]
+        ts, account = meta.get("source_key", (0, ""))
+        e._source_key, e.last_risk_ts = (ts, account), meta.get("last_risk_ts")
         e.marks = _Dmap(meta["marks"])
         e.instruments = {s: Instrument(s, Decimal(cs), Decimal(r)) for s, (cs, r) in meta["instruments"].items()}
         e._next_sweep, e._minute = meta["next_sweep"], meta["minute"]
@@ -181,7 +199,7 @@ def restore_engine(cfg: EngineConfig, meta: Mapping[str, Any] | None, accounts: 
         e.stats = Counter(meta["stats"])
         if e._next_sweep is not None:
             e.schedule(e._next_sweep, witness.SWEEP_TIMER, "", "", 0)
-    for a in accounts:
+    for a in sorted(accounts, key=lambda a: a.account_id):
         _adopt(e, a)
     return e
 
@@ -200,4 +218,6 @@ def _adopt(e: Engine, a: AccountState) -> None:
     for source, symbol in a.unvaluable:
         if source == "EP3":
             e.unvaluable_index.setdefault(symbol, set()).add(a.account_id)
+    if a.dirty or a.margin_dirty or a.baseline_candidates:
+        e._dirty[a.account_id] = a  # settled when time next moves, as before the checkpoint
 

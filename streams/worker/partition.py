@@ -14,7 +14,9 @@ Checkpoints make state and offsets agree without transactions:
   records below their own offsets are not applied again (`skip`), so a fill is never counted twice;
 - an account is rewritten whenever a record, a timer, a revaluation or a sweep may have changed it
   (`touched`): records' accounts, events' accounts, accounts holding a repriced unvaluable symbol,
-  and, after a sweep, every account whose ledger and EP3 checksums differ.
+  after a sweep every account whose ledger and EP3 checksums differ, and in the next checkpoint every
+  account that a checkpoint caught with unsettled work (when every input is idle, event time stays
+  at the last instant, whose records are applied but not settled until time moves).
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ class PartitionEngine:
             acct = accounts.get(account)
             if acct is not None:
                 rows[account] = {"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)}
-        self.touched.clear()
+        # written with their unsettled work; they change again when it settles: write them again then
+        self.touched = set(self.engine.unsettled())
         if self.skip and all(o <= offsets.get(f, 0) for ahead in self.skip.values() for f, o in ahead.items()):
             self.skip = {}
         rows[meta_key(self.partition)] = {

@@ -4,6 +4,7 @@ dead one's partitions from the changelog and the union of emitted events equals 
 from __future__ import annotations
 
 import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,10 +39,14 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
     chunks = [records[i:i + len(records) // 10] for i in range(0, len(records), len(records) // 10)]
     produce(kafka_bootstrap, names, chunks[0])
     a = start_worker(kafka_bootstrap, names, tmp_path / "a.log")
-    b = start_worker(kafka_bootstrap, names, tmp_path / "b.log")
+    b = None
     try:
-        wait_for(lambda: "warm: partitions [" in (tmp_path / "b.log").read_text()
-                 and "warm: partitions [" in (tmp_path / "a.log").read_text(), 120, "both workers to own partitions")
+        # A alone first: it owns every partition and processes, then hands half of them to B
+        wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in (tmp_path / "a.log").read_text(), 120,
+                 "A to own every partition")
+        time.sleep(0.5)
+        b = start_worker(kafka_bootstrap, names, tmp_path / "b.log")
+        wait_for(lambda: "warm: partitions [" in (tmp_path / "b.log").read_text(), 120, "B to own partitions")
         uncovered = []
         for i, chunk in enumerate(chunks[1:], 1):
             produce(kafka_bootstrap, names, chunk)
@@ -52,7 +57,7 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
         rows = []
 
         def converged() -> bool:
-            assert b.poll() is None, (tmp_path / "b.log").read_text()[-3000:]
+            assert b is not None and b.poll() is None, (tmp_path / "b.log").read_text()[-3000:]
             nonlocal rows
             codec = EventCodec()
             rows = [codec.decode_event(v) for _, _, v, _ in read_topics(kafka_bootstrap, names.outputs()) if v]
@@ -64,7 +69,8 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
             raise AssertionError(diff_summary(final(rows), want)) from exc
     finally:
         stop(a, signal.SIGKILL)
-        stop(b)
+        if b is not None:
+            stop(b)
     assert "Restore complete" in (tmp_path / "b.log").read_text()
     by_version: dict[tuple[str, int], list[dict[str, object]]] = defaultdict(list)
     for r in rows:

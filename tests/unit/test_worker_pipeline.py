@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -52,13 +53,13 @@ def to_topics(records: list[TapeRecord]) -> dict[tuple[str, int], list[Raw]]:
     return out
 
 
-def new_pipeline(store: DictStore, idle_ms: int = 2_000) -> Pipeline:
-    return Pipeline(TOPICS, input_codecs(), lambda p: EngineConfig(scope=f"p{p}"), store, idle_ms)
+def new_pipeline(store: DictStore, idle_ms: int = 2_000, clock_idle_ms: int | None = None) -> Pipeline:
+    return Pipeline(TOPICS, input_codecs(), lambda p: EngineConfig(scope=f"p{p}"), store, idle_ms, clock_idle_ms)
 
 
 def drive(pipe: Pipeline, topics: dict[tuple[str, int], list[Raw]], start: dict[tuple[str, int], int],
-          chunk: int, stop_after: int | None = None, now: float = 0.0
-          ) -> tuple[list[Event], Checkpoint | None, dict[tuple[str, int], int]]:
+          chunk: int, stop_after: int | None = None, now: float = 0.0, tick_ms: float = 100,
+          every: int = 3) -> tuple[list[Event], Checkpoint | None, dict[tuple[str, int], int]]:
     """Deliver round-robin chunks per topic-partition, stepping and checkpointing like the worker.
 
     Wall time (`now`, ms) moves 100 ms a round, so an exhausted partition goes idle after 20 rounds."""
@@ -71,10 +72,10 @@ def drive(pipe: Pipeline, topics: dict[tuple[str, int], list[Raw]], start: dict[
             batch = raws[pos[tp]:pos[tp] + chunk]
             pos[tp] += len(batch)
             assert pipe.ingest(tp[0], tp[1], batch, now) == []
-        now += 100
+        now += tick_ms
         events.extend(pipe.step(now))
         rounds += 1
-        if rounds % 3 == 0:
+        if rounds % every == 0:
             last = stored(pipe, pipe.checkpoint())
         if stop_after is not None and rounds >= stop_after:
             return events, last, pos
@@ -192,6 +193,49 @@ def test_a_checkpoint_lost_in_a_crash_is_derived_again(tape: list[TapeRecord],
     start = {tp: (0 if tp[0] in ("marks", "instruments") else offsets.get(tp, 0)) for tp in topics}
     second, _, _ = drive(new_pipeline(store), topics, start, 10, now=now + 1_500)
     assert verdicts(latest(delivered + second)) == expected
+
+
+def bursts(pipe: Pipeline, topics: dict[tuple[str, int], list[Raw]], bounds: list[int], now: float,
+           crash_after: int | None = None) -> tuple[list[Event], Checkpoint | None, float]:
+    """Feed the records with ts in [bounds[i], bounds[i+1]) of every input as one burst, then let
+    every input go idle (so all held records are released) and cut a checkpoint."""
+    events: list[Event] = []
+    cp = None
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        for tp, raws in topics.items():
+            batch = [r for r in raws if lo <= r[1] < hi]
+            if batch:
+                assert pipe.ingest(tp[0], tp[1], batch, now) == []
+        for _ in range(3):
+            now += 600
+            events.extend(pipe.step(now))
+        now += 3_000  # > idle_ms: every lane is idle, the last instant is applied, not settled
+        events.extend(pipe.step(now))
+        cp = stored(pipe, pipe.checkpoint())
+        if crash_after is not None and i == crash_after:
+            break
+    return events, cp, now
+
+
+def test_checkpoints_taken_while_every_input_is_idle_restore_exactly(
+        tape: list[TapeRecord], expected: dict[str, dict[str, object]]) -> None:
+    """Input comes in bursts with pauses longer than idle_ms: after each burst every lane is idle,
+    every held record is released and the last instant stays applied but unsettled when the
+    checkpoint is cut. The next owner must settle it exactly as the first would have."""
+    topics = to_topics(tape)
+    stamps = sorted({r.ts_ms for r in tape})
+    bounds = [*stamps[::len(stamps) // 12], stamps[-1] + 1]
+    store = DictStore()
+    pipe = new_pipeline(store, clock_idle_ms=10**9)  # event time never follows the wall clock here
+    first, cp, now = bursts(pipe, topics, bounds, 0.0, crash_after=6)
+    assert cp is not None and any(pe.engine.unsettled() for pe in pipe.engines.values())
+    restored = new_pipeline(store, clock_idle_ms=10**9)
+    for tp, raws in topics.items():  # re-delivered from the committed offsets (globals: from 0)
+        start = 0 if tp[0] in ("marks", "instruments") else cp.offsets.get(tp, 0)
+        restored.ingest(tp[0], tp[1], [r for r in raws[start:] if r[1] < bounds[7]], now)
+    second, _, now = bursts(restored, topics, bounds[7:], now)
+    second.extend(restored.step(now + 200_000))
+    assert verdicts(latest(first + second)) == expected
 
 
 def test_poison_records_become_dead_letters_and_the_rest_flows() -> None:
