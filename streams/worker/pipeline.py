@@ -101,9 +101,9 @@ class Pipeline:
         return pe
 
     def resume(self, now: float) -> None:
-        """Fetching resumes after a pause (rebalance, restore): the pause is not idleness, so every
-        input's idle clock restarts now (else event time would jump by the pause and make the
-        records fetched next late)."""
+        """Fetching resumes after a pause of our own (rebalance, restore, backpressure): the pause
+        is not idleness, so every input's idle clock restarts now (else event time would jump by
+        the pause and make the records fetched next late)."""
         for pe in self.engines.values():
             for lane in pe.lanes.values():
                 lane.last_arrival = now

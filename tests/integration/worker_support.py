@@ -86,8 +86,10 @@ def produce(bootstrap: str, names: Names, records: Iterable[TapeRecord],
     return n
 
 
-def start_worker(bootstrap: str, names: Names, log: Path, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **names.env(bootstrap), "PYTHONUNBUFFERED": "1"}
+def start_worker(bootstrap: str, names: Names, log: Path, extra: Sequence[str] = (),
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`divmon worker --sink none` (a later `--sink` in `extra` wins) on the test's topics."""
+    env = {**os.environ, **names.env(bootstrap), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     out = log.open("wb")
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--sink", "none", *extra],
                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
