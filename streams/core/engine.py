@@ -99,7 +99,8 @@ class Engine:
             deadline, kind, account_id, symbol, first_seen = heapq.heappop(timers)
             self.now = deadline
             self._fire(deadline, kind, account_id, symbol, first_seen)
-            self._settle()
+            if self._dirty:
+                self._settle()
         self.now = ts_ms
         if ts_ms >= self._minute_end:
             self._close_minutes(ts_ms)
@@ -169,7 +170,8 @@ class Engine:
 
     def _on_risk(self, snap: RiskSnapshot) -> None:
         self.last_risk_ts = self.now
-        acct = self._touch(self.account(snap.account_id))
+        acct = self.accounts.get(snap.account_id) or self.account(snap.account_id)
+        self._dirty[snap.account_id] = acct
         if not mirror.apply_risk(acct, snap):
             self.stats["risk_stale"] += 1
 
@@ -218,6 +220,7 @@ class Engine:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
+        instruments, marks, now = self.instruments, self.marks, self.now
         for acct in dirty.values():
             if acct.baseline_candidates:
                 if acct.ledger is None:
@@ -226,18 +229,20 @@ class Engine:
                     acct.baseline_candidates.clear()
             if acct.dirty:
                 symbols, acct.dirty = acct.dirty, set()
-                re, ledger, ep3 = acct.re, acct.ledger, acct.ep3
-                instruments, marks, re_im = self.instruments, self.marks, acct.re_im
+                # local names for what the loop reads per symbol; the calls below mutate these
+                # dicts in place but never replace them
+                re, ledger, ep3, re_im = acct.re, acct.ledger, acct.ep3, acct.re_im
+                mismatches, anomalies, unvaluable = acct.mismatches, acct.anomalies, acct.unvaluable
                 for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
                     # the cheap checks here skip the calls whenever nothing can change (the common case)
                     e = ep3.get(symbol) or ZERO
-                    if re is not None and ((re.get(symbol) or ZERO) != e or symbol in acct.mismatches):
+                    if re is not None and ((re.get(symbol) or ZERO) != e or symbol in mismatches):
                         compare.compare_symbol(self, acct, symbol)
-                    if (acct.unvaluable or symbol not in instruments or symbol not in marks
+                    if (unvaluable or symbol not in instruments or symbol not in marks
                             or (symbol in re_im and re_im[symbol] is None)):
                         compare.check_unvaluable(self, acct, symbol)
-                    if ledger is not None and ((ledger.get(symbol) or ZERO) != e or symbol in acct.anomalies):
-                        witness.compare_ledger(self, acct, symbol, self.now)
+                    if ledger is not None and ((ledger.get(symbol) or ZERO) != e or symbol in anomalies):
+                        witness.compare_ledger(self, acct, symbol, now)
             if acct.margin_dirty:
                 acct.margin_dirty = False
                 compare.check_flips(self, acct)

@@ -25,7 +25,7 @@ UNEXPLAINED_CLASSES: frozenset[str] = frozenset({"persistent", "never_in_cache",
 
 def event_id(*parts: object) -> str:
     """128-bit deterministic id over the identifying parts of an episode."""
-    raw = "\x1f".join("" if p is None else str(p) for p in parts)
+    raw = "\x1f".join(["" if p is None else str(p) for p in parts])  # join makes a list of a generator anyway
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 

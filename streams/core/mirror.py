@@ -68,15 +68,19 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     new = {p.symbol: p.qty for p in snap.positions}
     new_im = {p.symbol: p.im for p in snap.positions}
     old = acct.re
+    dirty = acct.dirty
     if old is None:
         # first RE view: everything either side holds is newly comparable
-        acct.dirty.update(new)
-        acct.dirty.update(acct.ep3)
-    else:
+        dirty.update(new)
+        dirty.update(acct.ep3)
+    elif new != old or new_im != acct.re_im:  # an unchanged book marks nothing: skip the per-symbol scan
         old_im = acct.re_im
-        acct.dirty.update(s for s in old if s not in new)
-        acct.dirty.update(s for s, q in new.items() if old.get(s) != q or s not in old)
-        acct.dirty.update(s for s, im in new_im.items() if (im is None) != (old_im.get(s) is None))
+        for s in old:
+            if s not in new:
+                dirty.add(s)
+        for s, q in new.items():
+            if old.get(s) != q or s not in old or (new_im[s] is None) != (old_im.get(s) is None):
+                dirty.add(s)
     acct.re = new
     acct.re_im = new_im
     acct.re_snapshot = snap

@@ -44,13 +44,24 @@ class JsonlTape:
 
     def _read(self) -> Iterator[TapeRecord]:
         loads = json.loads
+        raw_decode = _DECODER.raw_decode
         topics = self.topics
         with self.path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    obj = loads(line)
+                    # json.loads(line) is raw_decode wrapped in two calls and two whitespace regex
+                    # matches, ~20% of its cost on a tape line. A line that is one object then "\n" is
+                    # decoded directly; anything else (leading blanks, trailing text, invalid JSON) is
+                    # left to loads, which accepts or rejects it, with its message, exactly as before.
+                    try:
+                        obj, end = raw_decode(line)
+                        whole = end == len(line) or line[end:] == "\n"
+                    except ValueError:
+                        whole = False
+                    if not whole:
+                        obj = loads(line)
                     # fast path: a well-formed line; anything else goes through _build for the error
                     if type(obj) is dict and type(ts := obj.get("ts_ms")) is int and "value" in obj:
                         feed = topics.get(obj.get("topic"))  # type: ignore[arg-type]
@@ -63,6 +74,9 @@ class JsonlTape:
                     if not self.skip_bad:
                         raise MalformedRecord(str(self.path), f"line {lineno}", _why(exc)) from exc
                     self.skipped += 1
+
+
+_DECODER = json.JSONDecoder()  # what json.loads uses when given no options
 
 
 class Line(int):

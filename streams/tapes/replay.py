@@ -67,8 +67,8 @@ def run(records: Iterable[TapeRecord], cfg: EngineConfig,
     final: dict[str, Event] | None = result.events if keep else None
     process = engine.process
     n = 0
-    for n, rec in enumerate(records, 1):
-        process(rec.feed, rec.ts_ms, rec.record)
+    for n, (ts_ms, feed, record, _where) in enumerate(records, 1):
+        process(feed, ts_ms, record)
         if n % BATCH == 0:
             _collect(engine, final, result, on_events)
             if progress is not None:
