@@ -10,6 +10,7 @@ present-and-flat. The same holds for `re` and `ledger`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -110,9 +111,27 @@ class AccountState:
 MASK = (1 << 64) - 1
 
 
+_SYMBOL_KEYS: dict[str, int] = {}  # symbol -> 64-bit key; symbols are few (one per instrument)
+
+
 def pos_hash(symbol: str, qty: Decimal) -> int:
-    """Order-independent contribution of one non-zero position to a set checksum."""
-    return hash((symbol, qty)) & MASK
+    """Order-independent contribution of one non-zero position to a set checksum.
+
+    Deterministic across processes and well mixed. Not `hash((symbol, qty))`: str hashes are salted
+    per process (a worker and a replay would disagree), and sums of tuple hashes nearly cancel when
+    two positions move by opposite amounts: {AVAX -50.5, EUR 62} and {AVAX -53.5, EUR 65} summed
+    to the same checksum under a third of hash seeds, so the sweep missed that difference. Here the
+    symbol's key (blake2b) is combined with the quantity's numeric hash (unsalted, equal for equal
+    values such as 62 and 62.0) and put through the splitmix64 finalizer, a bijection that leaves
+    no such linear structure for a sum to cancel."""
+    key = _SYMBOL_KEYS.get(symbol)
+    if key is None:
+        key = _SYMBOL_KEYS[symbol] = int.from_bytes(
+            hashlib.blake2b(symbol.encode(), digest_size=8).digest(), "little")
+    x = key ^ (hash(qty) & MASK)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
 
 
 def checksum(positions: dict[str, Decimal]) -> int:

@@ -1,0 +1,43 @@
+"""The witness sweep's set checksums: equal for equal position sets, different for different ones,
+and the same in every process (a worker and a replay must agree)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal as D
+from pathlib import Path
+
+from streams.core.state import checksum
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+from decimal import Decimal as D
+from streams.core.state import checksum
+a = checksum({"AVAX-PERP": D("-50.5"), "EUR-PERP": D("62")})
+b = checksum({"AVAX-PERP": D("-53.5"), "EUR-PERP": D("65")})
+print(a, b)
+"""
+
+
+def in_process(seed: int) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={"PYTHONHASHSEED": str(seed)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_opposite_moves_do_not_cancel_and_every_process_agrees() -> None:
+    """Two positions moved by -3 and +3: summed tuple hashes cancelled under a third of the seeds."""
+    results = {in_process(seed) for seed in range(12)}
+    assert len(results) == 1, "the checksum depends on the process's hash seed"
+    (a, b), = results
+    assert a != b
+
+
+def test_equal_sets_have_equal_checksums_whatever_the_order_or_scale() -> None:
+    one = {"BTC-PERP": D("1.50"), "ETH-PERP": D("-2"), "SOL-PERP": D("0")}
+    other = {"ETH-PERP": D("-2.0"), "BTC-PERP": D("1.5")}
+    assert checksum(one) == checksum(other)
+    assert checksum(one) != checksum({**other, "BTC-PERP": D("1.4")})
+    assert checksum({}) == checksum({"X": D("0")}) == 0
