@@ -45,8 +45,11 @@ def scenario_tape(path: Path) -> list[TapeRecord]:
     return list(replay.open_tape(path))
 
 
-def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: object, tmp_path: Path) -> None:
-    """A tape produced to the input topics yields exactly `divmon replay`'s verdict events."""
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: object, tmp_path: Path,
+                                          store: str) -> None:
+    """A tape produced to the input topics yields exactly `divmon replay`'s verdict events, with the
+    test store and with the production one (RocksDB via rocksdict, state on disk)."""
     names = Names()
     create_inputs(kafka_topics, names)  # type: ignore[arg-type]
     records = scenario_tape(tmp_path / "scenario.jsonl")
@@ -54,7 +57,8 @@ def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: o
     assert {r["type"] for r in want.values()} >= {"position_mismatch", "avail_gap_flip", "unvaluable",
                                                    "witness_check"}
     produce(kafka_bootstrap, names, records)
-    proc = start_worker(kafka_bootstrap, names, tmp_path / "worker.log")
+    proc = start_worker(kafka_bootstrap, names, tmp_path / "worker.log",
+                        env_extra={"DIVMON_STORE": store, "DIVMON_DATA_DIR": str(tmp_path / "data")})
     try:
         def same() -> bool:
             assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
