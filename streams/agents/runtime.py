@@ -129,10 +129,12 @@ class Worker:
     def _tick(self, now: float) -> bool:
         """One pipeline step; False while warming (nothing is fed to the engines)."""
         warming = bool(self.app.rebalancing) or not self.app.consumer.assignment()
-        if (self._warming and not warming) or self.router.gate_full:
-            # our own pauses (rebalance, restore, backpressure while the sink is behind) are not the
-            # inputs going quiet: idleness must not accrue, or records fetched afterwards are late
+        # our own pauses (rebalance, restore, backpressure while the sink is behind) are not the
+        # inputs going quiet: idleness must not accrue, or records fetched afterwards are late
+        if self._warming and not warming:
             self.pipeline.resume(now)
+        elif self.router.gate_full:
+            self.pipeline.resume(now, globals_too=False)
         self._set_warming(warming)
         if warming:
             return False

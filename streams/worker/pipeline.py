@@ -100,15 +100,18 @@ class Pipeline:
             self.engines[partition] = pe
         return pe
 
-    def resume(self, now: float) -> None:
+    def resume(self, now: float, globals_too: bool = True) -> None:
         """Fetching resumes after a pause of our own (rebalance, restore, backpressure): the pause
-        is not idleness, so every input's idle clock restarts now (else event time would jump by
-        the pause and make the records fetched next late)."""
+        is not idleness, so the idle clocks of the paused inputs restart now (else event time would
+        jump by the pause and make the records fetched next late). Backpressure pauses only the
+        account inputs (`globals_too=False`): the shared logs kept being read, their idleness is
+        real, and restarting it would hold every engine at the last instrument's timestamp."""
         for pe in self.engines.values():
             for lane in pe.lanes.values():
                 lane.last_arrival = now
-        for log in self.logs.values():
-            log.last_arrival = now
+        if globals_too:
+            for log in self.logs.values():
+                log.last_arrival = now
 
     def retain(self, partitions: Iterable[int]) -> list[int]:
         """Drop the engines of partitions no longer assigned; returns the dropped ones."""

@@ -15,7 +15,7 @@ from streams.core.params import EngineConfig
 from streams.core.records import Feed
 from streams.tapes import replay
 from streams.tapes.model import TapeRecord
-from streams.worker.partition import GLOBAL_FEEDS
+from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS
 from streams.worker.pipeline import Checkpoint, Pipeline, Raw
 from streams.worker.synth import traffic
 
@@ -236,6 +236,26 @@ def test_checkpoints_taken_while_every_input_is_idle_restore_exactly(
     second, _, now = bursts(restored, topics, bounds[7:], now)
     second.extend(restored.step(now + 200_000))
     assert verdicts(latest(first + second)) == expected
+
+
+@pytest.mark.parametrize(("globals_too", "held_at"), [(False, "accounts"), (True, "instrument")])
+def test_backpressure_pause_leaves_the_shared_logs_idle(globals_too: bool, held_at: str) -> None:
+    """After a backpressure pause only the paused account inputs count as live again: an instrument
+    log idle for hours must not pin every engine's watermark to its timestamp (after a rebalance
+    it does, for idle_ms, since the shared logs were not read meanwhile)."""
+    pipe = new_pipeline(DictStore())
+    codecs = input_codecs()
+    sample = {r.feed: r for r in traffic(4, 20) if r.feed in ACCOUNT_FEEDS or r.feed is Feed.INSTRUMENTS}
+    t0 = sample[Feed.INSTRUMENTS].ts_ms
+    pipe.ingest("instruments", 0, [(0, t0, None, codecs[Feed.INSTRUMENTS].encode(sample[Feed.INSTRUMENTS].record))],
+                0.0)
+    for feed in ACCOUNT_FEEDS:
+        pipe.ingest(TOPICS[feed], 0, [(0, t0 + 5_000, None, codecs[feed].encode(sample[feed].record))], 0.0)
+    pipe.step(20_000.0)  # everything idle: all released
+    pipe.resume(20_000.0, globals_too=globals_too)
+    aligner = pipe.engines[0].aligner
+    aligner.watermark(20_100.0)  # waking up: idle lanes hold the watermark for wake_hold_ms (1 s) anyway
+    assert aligner.watermark(21_200.0) == (t0 + 5_000 if held_at == "accounts" else t0)
 
 
 def test_poison_records_become_dead_letters_and_the_rest_flows() -> None:
