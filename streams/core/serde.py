@@ -123,7 +123,7 @@ def _Unvaluable(v: Mapping[str, Any]) -> UnvaluableEpisode:
 
 
 def _pending(a: AccountState) -> dict[str, Any] | None:
-    if not (a.dirty or a.margin_dirty or a.baseline_candidates):
+    if not a.unsettled:
         return None
     return {"dirty": sorted(a.dirty), "margin": a.margin_dirty,
             "candidates": {src: [ts, _dmap(pos)] for src, (ts, pos) in a.baseline_candidates.items()}}
@@ -218,6 +218,6 @@ def _adopt(e: Engine, a: AccountState) -> None:
     for source, symbol in a.unvaluable:
         if source == "EP3":
             e.unvaluable_index.setdefault(symbol, set()).add(a.account_id)
-    if a.dirty or a.margin_dirty or a.baseline_candidates:
+    if a.unsettled:
         e._dirty[a.account_id] = a  # settled when time next moves, as before the checkpoint
 

@@ -107,6 +107,11 @@ class AccountState:
     ep3_sum: int = 0
     ledger_sum: int = 0
 
+    @property
+    def unsettled(self) -> bool:
+        """Work the next settle will do (dirty symbols, margin flag, baseline candidates)."""
+        return bool(self.dirty or self.margin_dirty or self.baseline_candidates)
+
 
 MASK = (1 << 64) - 1
 

@@ -65,10 +65,6 @@ class Checkpoint:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     state: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
-    @property
-    def rows(self) -> int:
-        return sum(len(rows) for rows in self.state.values())
-
 
 class Pipeline:
     """See the module docstring."""
