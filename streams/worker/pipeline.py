@@ -30,6 +30,27 @@ from streams.worker.partition import GLOBAL_FEEDS, PartitionEngine
 Raw = tuple[int, int, bytes | None, bytes | None]  # offset, ts_ms, key, value
 
 
+def _fresh(raws: Sequence[Raw], start: int) -> Sequence[Raw]:
+    """The records at or above `start` that extend the offset sequence, in order. One hand-over may
+    hold a partition's records twice: fetched once from the position the consumer had when the
+    partition was resumed, then again after Faust seeks it to the committed offset (both end up in
+    the same batch), so checking only the first record is not enough."""
+    end = start
+    for r in raws:
+        if r[0] < end:
+            break
+        end = r[0] + 1
+    else:
+        return raws  # the common case: already increasing from `start`
+    kept = []
+    end = start
+    for r in raws:
+        if r[0] >= end:
+            kept.append(r)
+            end = r[0] + 1
+    return kept
+
+
 class StateStore(Protocol):
     """Where checkpoints live (a changelog-backed Faust table in the worker, a dict in tests).
 
@@ -142,8 +163,7 @@ class Pipeline:
 
     def _decode(self, feed: Feed, topic: str, partition: int, raws: Sequence[Raw], start: int,
                 sink: Callable[[list[Any], int], None]) -> list[DeadLetter]:
-        if raws and raws[0][0] < start:
-            raws = [r for r in raws if r[0] >= start]
+        raws = _fresh(raws, start)
         if not raws:
             return []
         decoded = self.codecs[feed].decode_many([r[3] or b"" for r in raws])
