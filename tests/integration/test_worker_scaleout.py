@@ -43,9 +43,9 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
     b = None
     try:
         # A alone first: it owns every partition and works through the first chunk (committed to the
-        # end), then hands half of the partitions to B. Not before: a handover while A is still in
-        # its start-up watermark hold has given B different verdicts (see the closing note of
-        # session 2: an open defect, not yet explained, kept out of this test's timing on purpose)
+        # end), then hands half of the partitions to B: a hand-over point that does not depend on
+        # machine speed. (A hand-over during A's start-up hold once made B apply records twice: see
+        # test_a_partition_delivered_twice_in_one_batch_is_applied_once in the pipeline tests.)
         wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in (tmp_path / "a.log").read_text(), 120,
                  "A to own every partition")
         first = high_watermarks(kafka_bootstrap, names)
