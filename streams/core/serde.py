@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from streams.core import compare, witness
-from streams.core.engine import Engine
+from streams.core.engine import MINUTE_MS, Engine
 from streams.core.params import EngineConfig
 from streams.core.records import Feed, Instrument, RiskSnapshot, parse_value, record_to_value
 from streams.core.state import (
@@ -195,7 +195,9 @@ def restore_engine(cfg: EngineConfig, meta: Mapping[str, Any] | None, accounts: 
         e.marks = _Dmap(meta["marks"])
         e.instruments = {s: Instrument(s, Decimal(cs), Decimal(r)) for s, (cs, r) in meta["instruments"].items()}
         e._next_sweep, e._minute = meta["next_sweep"], meta["minute"]
-        e._minute_counts = Counter(meta["minute_counts"])
+        if e._minute is not None:
+            e._minute_end = e._minute + MINUTE_MS
+        e._minute_counts = Counter({Feed(feed): n for feed, n in meta["minute_counts"].items()})
         e.stats = Counter(meta["stats"])
         if e._next_sweep is not None:
             e.schedule(e._next_sweep, witness.SWEEP_TIMER, "", "", 0)
