@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -28,9 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from streams.codec import input_codecs  # noqa: E402
 from streams.core.records import Feed  # noqa: E402
+from streams.metrics import STAGES  # noqa: E402
 from streams.worker.synth import traffic  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 
@@ -93,11 +97,39 @@ def committed_all(bs: str, group: str, topics: dict[Feed, str]) -> bool:
         c.close()
 
 
-def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int) -> tuple[float, float]:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_figures(port: int) -> dict[str, float]:
+    """The worker's loop-thread CPU counters: per pipeline stage, and `loop` (the thread's total)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "divmon_stage_cpu_seconds_total":
+                out[sample.labels["stage"]] = sample.value
+            elif sample.name == "divmon_loop_cpu_seconds_total":
+                out["loop"] = sample.value
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (librdkafka's too)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int
+               ) -> tuple[float, float, dict[str, float]]:
     group = f"bench-{tag}"
+    port = free_port()
     env = {**os.environ, "DIVMON_BROKERS": bs, "DIVMON_GROUP_ID": group, "DIVMON_PARTITIONS": str(PARTITIONS),
            "DIVMON_TOPIC_PREFIX_OUT": f"{tag}.out.", "DIVMON_TOPIC_DEAD_LETTER": f"{tag}.dead",
-           "DIVMON_WEB_PORT": "0", "DIVMON_METRICS_PORT": "0", "DIVMON_IDLE_MS": "2000",
+           "DIVMON_WEB_PORT": "0", "DIVMON_METRICS_PORT": str(port), "DIVMON_IDLE_MS": "2000",
            "DIVMON_RECOVERY_DELAY_MS": "100", "DIVMON_COMMIT_INTERVAL_MS": "500", "DIVMON_CHECKPOINT_MS": "500"}
     env.update({f"DIVMON_TOPIC_{k}": topics[f] for k, f in (("EP3", Feed.EP3), ("RISK", Feed.RISK),
                ("OG_MARGIN", Feed.OG_MARGIN), ("FILLS", Feed.FILLS), ("MARKS", Feed.MARKS),
@@ -110,17 +142,34 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int) -> tuple[
         while "warm: partitions" not in log.read_text():
             time.sleep(0.05)
             assert proc.poll() is None, log.read_text()[-2000:]
-        began = time.perf_counter()
+        began, cpu_before, proc_before = time.perf_counter(), cpu_figures(port), process_cpu(proc.pid)
         while not committed_all(bs, group, topics):
             time.sleep(0.25)
         took = time.perf_counter() - began
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_figures(port).items()}
+        cpu["process"] = process_cpu(proc.pid) - proc_before
+        cpu["wall"] = took
     finally:
         proc.terminate()
         proc.wait(30)
     events = sum(hi for t in AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
                  if t.startswith(f"{tag}.out.")
                  for hi in [_end(bs, t)])
-    return total / took, events / took
+    return total / took, events / took, cpu
+
+
+def print_breakdown(cpu: dict[str, float], records: int) -> None:
+    """Where the worker's CPU went while it worked through the input: what limits it."""
+    loop = cpu.get("loop")
+    if not loop:
+        print("  (no loop-thread CPU figures: this platform has no per-thread CPU clocks)")
+        return
+    stages = [(name, cpu[name]) for name in STAGES if name in cpu]
+    rest = loop - sum(v for _, v in stages)
+    print(f"  loop thread: {loop:.1f} CPU s over {cpu['wall']:.1f} s wall (busy {loop / cpu['wall']:.0%}); "
+          f"whole process {cpu['process']:.1f} CPU s")
+    for name, v in [*stages, ("other (Faust, aiokafka fetch, asyncio)", rest)]:
+        print(f"    {name:<40} {v:7.2f} s {v / loop:6.1%} {v / records * 1e6:7.1f} µs/record")
 
 
 def _end(bs: str, topic: str) -> int:
@@ -193,9 +242,10 @@ def main() -> None:
         print(f"produced {total:,} records ({account_total:,} account-keyed) on {bs}", flush=True)
         ceiling = decode_ceiling(bs, topics, total)
         print(f"decode ceiling (confluent-kafka consume + decode_many): {ceiling:,.0f} records/s", flush=True)
-        rps, eps = run_worker(bs, topics, tag, total)
+        rps, eps, cpu = run_worker(bs, topics, tag, total)
         print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s",
               flush=True)
+        print_breakdown(cpu, total)
         naive = run_naive(bs, tag, min(args.naive_records, account_total))
         print(f"naive per-event Faust agent (decode + engine per event): {naive:,.0f} records/s", flush=True)
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types import TP
@@ -36,7 +37,7 @@ from streams.sinks.base import Sink
 from streams.sinks.batching import BatchingSink
 from streams.worker.commit import CommitGate
 from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS
-from streams.worker.pipeline import Pipeline
+from streams.worker.pipeline import Checkpoint, Pipeline
 
 log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
@@ -64,6 +65,7 @@ class Worker:
         self.router = Router(frozenset(account_topics))
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(metrics_mod.create(self.registry, env=s.env))
+        self.clock = metrics_mod.StageClock(self.metrics.m)
         self.sink = BatchingSink(sink, max_rows=s.sink_batch_rows, max_ms=s.sink_batch_ms)
         self.outputs: Outputs | None = None
         self.reader: GlobalReader | None = None
@@ -94,7 +96,7 @@ class Worker:
         await loop.run_in_executor(None, self.sink.setup)
         self.outputs = Outputs(self.s, self.event_codec)
         self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS])
-        self.gate = CommitGate(self.sink, self.outputs.flush, self.pipeline.write_state, consumer.mark_safe,
+        self.gate = CommitGate(self.sink, self.outputs.flush, self._write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
     async def _main(self) -> None:
@@ -115,7 +117,9 @@ class Worker:
                     continue
                 if now - last_cp >= self.s.checkpoint_ms / 1000:
                     last_cp = now
+                    t = self.clock.start()
                     self.gate.submit(self.pipeline.checkpoint())
+                    self.clock.lap("checkpoint", t)
                 self.router.set_gate_full(self.gate.backlog > 4)
                 if now - last_metrics >= 1.0:
                     last_metrics = now
@@ -144,19 +148,31 @@ class Worker:
             self._assigned = assigned
         for p in sorted(assigned):
             self.pipeline.engine(p, now)
+        clock = self.clock
+        t = clock.start()
         self._read_globals(now)
         for tp, recs in self.router.take().items():
             raws = [(r.offset, r.timestamp, r.key, r.value) for r in recs]
             self._ingest(tp.topic, tp.partition, raws, now)
         self._mark_caught_up()
+        t = clock.lap("decode", t)
         events = self.pipeline.step(now)
+        t = clock.lap("engine", t)
         if events:
             assert self.outputs is not None
             self.outputs.events(events)
+            t = clock.lap("encode", t)
             self.metrics.events(events)
+            clock.lap("metrics", t)
         self.router.ahead = {TP(self.topics[f], p) for p, pe in self.pipeline.engines.items()
                              for f, lane in pe.lanes.items() if lane.pending() > LANE_LIMIT}
         return True
+
+    def _write_state(self, cp: Checkpoint) -> Sequence[Any]:
+        t = self.clock.start()
+        receipts = self.pipeline.write_state(cp)
+        self.clock.lap("state", t)
+        return receipts
 
     def _log_status(self, now: float) -> None:
         """One line per partition engine: event time, watermark, records held (for operators)."""

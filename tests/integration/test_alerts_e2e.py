@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -63,6 +62,7 @@ from tests.integration.worker_support import (
     create_inputs,
     emitted,
     final,
+    free_port,
     produce,
     start_worker,
     stop,
@@ -82,12 +82,6 @@ TIMEOUT_S = 60.0
 
 
 # --- Prometheus side -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def fast_rules(src: Path, dst: Path) -> dict[str, Any]:

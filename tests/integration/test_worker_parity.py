@@ -26,9 +26,11 @@ from tests.integration.worker_support import (
     emitted,
     expected,
     final,
+    free_port,
     high_watermarks,
     produce,
     read_topics,
+    scrape,
     start_worker,
     stop,
     wait_for,
@@ -57,7 +59,8 @@ def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: o
     assert {r["type"] for r in want.values()} >= {"position_mismatch", "avail_gap_flip", "unvaluable",
                                                    "witness_check"}
     produce(kafka_bootstrap, names, records)
-    proc = start_worker(kafka_bootstrap, names, tmp_path / "worker.log",
+    port = free_port()
+    proc = start_worker(kafka_bootstrap, names, tmp_path / "worker.log", ["--metrics-port", str(port)],
                         env_extra={"DIVMON_STORE": store, "DIVMON_DATA_DIR": str(tmp_path / "data")})
     try:
         def same() -> bool:
@@ -69,6 +72,13 @@ def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: o
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: committed(kafka_bootstrap, names) == ends, 30, "offsets to be committed to the end")
         assert commits_ahead_of_state(kafka_bootstrap, names) == []
+        # where the loop thread's CPU went, per pipeline step: each step that ran was charged, and
+        # together they fit in the thread's total
+        metrics = scrape(port)
+        stages = {labels[0][1]: v for (name, labels), v in metrics.items()
+                  if name == "divmon_stage_cpu_seconds_total"}
+        assert all(stages[s] > 0 for s in ("decode", "engine", "encode", "metrics", "checkpoint", "state")), stages
+        assert metrics[("divmon_loop_cpu_seconds_total", ())] >= sum(stages.values())
     finally:
         stop(proc)
 

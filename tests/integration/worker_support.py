@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -84,6 +86,22 @@ def produce(bootstrap: str, names: Names, records: Iterable[TapeRecord],
             p.poll(0)
     assert p.flush(60) == 0
     return n
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A worker's metrics endpoint as {(sample name, sorted labels without env): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "env"))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def start_worker(bootstrap: str, names: Names, log: Path, extra: Sequence[str] = (),

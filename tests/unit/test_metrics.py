@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from decimal import Decimal
 
@@ -86,7 +87,8 @@ def test_exposition_contains_expected_names(registry: CollectorRegistry) -> None
                  "divmon_witness_oldest_dormant_age_seconds", "divmon_warming", "divmon_engine_lag_seconds",
                  "divmon_sink_buffered_rows", "divmon_sink_write_failures_total",
                  "divmon_sink_batch_seconds_bucket", "divmon_consumer_lag_records",
-                 "divmon_positions_source", "divmon_build_info"):
+                 "divmon_positions_source", "divmon_build_info", "divmon_stage_cpu_seconds_total",
+                 "divmon_loop_cpu_seconds_total"):
         assert re.search(rf"^{name}\{{", text, re.MULTILINE), name
 
 
@@ -199,3 +201,34 @@ def test_serve_exposes_the_registry_over_http(registry: CollectorRegistry) -> No
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def _burn(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU (not wall time: sleeping costs none)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_stage_clock_charges_cpu_to_the_stage_that_used_it(registry: CollectorRegistry) -> None:
+    """CPU burnt in a stage is charged to it, sleeping is charged to none, and the loop-thread total
+    covers every stage (what it holds beyond them is the rest of the loop)."""
+    m = metrics.create(registry, env="test")
+    clock = metrics.StageClock(m)
+    loop_before = _value(registry, "divmon_loop_cpu_seconds_total")
+    t = clock.start()
+    _burn(0.05)
+    t = clock.lap("decode", t)
+    time.sleep(0.05)
+    t = clock.lap("engine", t)
+    _burn(0.02)
+    clock.lap("encode", t)
+    decode = _value(registry, "divmon_stage_cpu_seconds_total", stage="decode")
+    engine = _value(registry, "divmon_stage_cpu_seconds_total", stage="engine")
+    encode = _value(registry, "divmon_stage_cpu_seconds_total", stage="encode")
+    assert 0.05 <= decode < 0.05 + 0.02
+    assert engine < 0.01
+    assert 0.02 <= encode < 0.02 + 0.02
+    assert _value(registry, "divmon_loop_cpu_seconds_total") - loop_before >= decode + engine + encode
+    for stage in metrics.STAGES:  # every stage is exposed from the start, untouched ones at 0
+        assert _value(registry, "divmon_stage_cpu_seconds_total", stage=stage) >= 0
