@@ -86,8 +86,8 @@ class WorkerMetrics:
         self.m.dead_letters.labels(feed=d.feed.value, reason=reason).inc()
 
     def events(self, events: list[Event]) -> None:
+        m.observe_events(self.m, events)
         for ev in events:
-            m.observe_event(self.m, ev)
             if isinstance(ev, PositionMismatch) and ev.snapshot_age_ms is not None:
                 self.m.snapshot_age.observe(ev.snapshot_age_ms / 1000)
             elif isinstance(ev, SourceTransition):

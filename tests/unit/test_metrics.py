@@ -164,6 +164,22 @@ def test_observe_event_counts_each_mismatch_episode_once(registry: CollectorRegi
     assert _value(registry, "divmon_events_emitted_total", type="position_mismatch", **{"class": ""}) == 1
 
 
+def test_a_batch_counts_what_single_events_count() -> None:
+    """`observe_events` sums per label set before incrementing: same totals as one event at a time."""
+    batch = [_mismatch("opened", None, None), _mismatch("confirmed", "never_in_cache", 2000),
+             _mismatch("resolved", "never_in_cache", 2000), _mismatch("resolved", "propagation_race", None),
+             _mismatch("resolved", "propagation_race", None)]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    m_one, m_many = metrics.create(one, env="test"), metrics.create(many, env="test")
+    for ev in batch:
+        metrics.observe_event(m_one, ev)
+    metrics.observe_events(m_many, batch)
+    counted = {f: s for f, s in _families(one).items() if f in ("divmon_events_emitted", "divmon_mismatches")}
+    assert set(counted) == {"divmon_events_emitted", "divmon_mismatches"}
+    assert counted == {f: s for f, s in _families(many).items() if f in counted}
+    assert _value(many, "divmon_mismatches_total", **{"class": "propagation_race"}) == 2
+
+
 def test_observe_event_flips_and_sweeps(registry: CollectorRegistry) -> None:
     """A flip counts on opening with its |gap|; a sweep advances the witness counters."""
     m = metrics.create(registry, env="test")
