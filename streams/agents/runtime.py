@@ -141,6 +141,10 @@ class Worker:
             self.pipeline.resume(now, globals_too=False)
         self._set_warming(warming)
         if warming:
+            # table recovery reads the changelogs through the fetch loop that the gate's backpressure
+            # holds (Faust pauses the inputs meanwhile): held now, recovery would never end and the
+            # worker would stay warming for good. The first warm tick sets it again.
+            self.router.set_gate_full(False)
             return False
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topics[Feed.EP3]}
         if assigned != self._assigned:
