@@ -10,9 +10,9 @@ Offsets of input topics are never acked per message. The pipeline calls `mark_sa
 and the output producer have stored everything derived from them, and Faust's own commit loop then
 commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
 
-Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`,
-`_get_active_partitions`, `_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`): the
-dependency is pinned to that minor in pyproject.toml.
+Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`, `_getmany`,
+`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`): the dependency is pinned to that
+minor in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -79,11 +79,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # --- fetching --------------------------------------------------------------------------------
 
-    def _get_active_partitions(self) -> set[TP]:
-        active = super()._get_active_partitions()
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Fetch, leaving out the partitions the sink holds back. Not in `_get_active_partitions`:
+        Faust pauses and resumes partitions by editing the set that one returns, and its edits of a
+        filtered copy were lost (a partition resumed while a lane was held back stayed paused)."""
         sink = self.batch_sink
         held = sink.held_back() if sink is not None else None
-        return active - held if held else active
+        if held and active_partitions:
+            active_partitions = active_partitions - held
+            if not active_partitions:  # all held back (an empty set would fetch every partition)
+                await self.sleep(timeout)
+                return {}
+        return await super()._getmany(active_partitions, timeout)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - needs a broker
         sink = self.batch_sink

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from streams.agents.runtime import Worker
 from streams.config import Settings
@@ -32,3 +37,36 @@ def test_a_rebalance_is_not_held_by_the_commit_gates_backpressure(tmp_path: Path
 
     asyncio.run(run())
 
+
+def test_faust_pauses_and_resumes_partitions_while_lanes_are_held_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust pauses and resumes partitions (rebalance, recovery) by editing the set that
+    `_get_active_partitions` returns. Leaving the held-back partitions (lanes far ahead of their
+    watermark) out of fetches must not hand Faust a copy of that set, where its edits are lost: a
+    partition resumed while another was held back stayed paused for good, and one paused then went
+    on being fetched."""
+    asked: list[set[TP]] = []
+    ep3, risk, fills = TP("ep3", 0), TP("risk", 0), TP("fills", 0)
+
+    async def getmany(self: Any, active_partitions: set[TP], timeout: float) -> dict[TP, list[Any]]:
+        asked.append(set(active_partitions))
+        return {}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", getmany)
+
+    async def run() -> None:
+        worker = new_worker(tmp_path)
+        consumer: Any = worker.app.consumer
+        consumer._set_active_tps({ep3, risk, fills})  # Faust, on assignment
+        consumer.pause_partitions({ep3})  # Faust, during the rebalance
+        worker.router.ahead = {fills}  # the fills lane runs far ahead
+        await consumer._wait_next_records(0.0)
+        consumer.resume_partitions({ep3})  # Faust, recovery done
+        await consumer._wait_next_records(0.0)
+        consumer.pause_partitions({risk})
+        await consumer._wait_next_records(0.0)
+        worker.router.ahead = set()
+        await consumer._wait_next_records(0.0)
+
+    asyncio.run(run())
+    assert asked == [{risk}, {ep3, risk}, {ep3}, {ep3, fills}]
