@@ -43,6 +43,7 @@ log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
 LANE_LIMIT = 100_000
 REVOKE_WAIT_S = 10.0
+GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
 
 
 class Worker:
@@ -73,6 +74,7 @@ class Worker:
         self._assigned: set[int] = set()
         self._warming: bool | None = None
         self._next_refresh = 0.0
+        self._last_cp = 0.0
         consumer: Any = app.consumer
         consumer.batch_sink = self.router
         app.task(self._main)
@@ -103,7 +105,7 @@ class Worker:
         await self._start()
         assert self.gate is not None
         gate_task = asyncio.ensure_future(self.gate.run())
-        last_cp = last_metrics = last_status = time.monotonic()
+        self._last_cp = last_metrics = last_status = time.monotonic()
         try:
             while not self.app.should_stop:
                 with contextlib.suppress(TimeoutError):
@@ -115,12 +117,7 @@ class Worker:
                 now = time.monotonic()
                 if not self._tick(now * 1000):
                     continue
-                if now - last_cp >= self.s.checkpoint_ms / 1000:
-                    last_cp = now
-                    t = self.clock.start()
-                    self.gate.submit(self.pipeline.checkpoint())
-                    self.clock.lap("checkpoint", t)
-                self.router.set_gate_full(self.gate.backlog > 4)
+                self._maybe_checkpoint(now)
                 if now - last_metrics >= 1.0:
                     last_metrics = now
                     self._observe_state(time.time() * 1000)
@@ -129,6 +126,23 @@ class Worker:
                     self._log_status(now * 1000)
         finally:
             gate_task.cancel()
+
+    def _maybe_checkpoint(self, now: float) -> None:
+        """Cut a checkpoint every `checkpoint_ms`; hold fetching while the gate is behind.
+
+        Backpressure starts when more than GATE_BACKLOG checkpoints wait and lasts until the gate
+        has stored them all, and no checkpoint is cut meanwhile (the next one covers the work). Cut
+        regardless, checkpoints from a gate slower than the interval (a slow sink) kept the backlog
+        above the limit, so fetching never resumed."""
+        gate = self.gate
+        assert gate is not None
+        held = self.router.gate_full and gate.backlog > 0
+        if not held and now - self._last_cp >= self.s.checkpoint_ms / 1000:
+            self._last_cp = now
+            t = self.clock.start()
+            gate.submit(self.pipeline.checkpoint())
+            self.clock.lap("checkpoint", t)
+        self.router.set_gate_full(held or gate.backlog > GATE_BACKLOG)
 
     def _tick(self, now: float) -> bool:
         """One pipeline step; False while warming (nothing is fed to the engines)."""

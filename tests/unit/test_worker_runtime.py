@@ -10,7 +10,7 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.agents.runtime import Worker
+from streams.agents.runtime import GATE_BACKLOG, Worker
 from streams.config import Settings
 from streams.sinks import MemorySink
 
@@ -70,3 +70,46 @@ def test_faust_pauses_and_resumes_partitions_while_lanes_are_held_back(
 
     asyncio.run(run())
     assert asked == [{risk}, {ep3, risk}, {ep3}, {ep3, fills}]
+
+
+class SlowGate:
+    """A commit gate that stores one checkpoint per `cycle_s`: slower than the checkpoint interval."""
+
+    def __init__(self, cycle_s: float) -> None:
+        self.cycle_s = cycle_s
+        self.backlog = 0
+        self.submitted = 0
+        self._busy_until = 0.0
+
+    def submit(self, _cp: object) -> None:
+        self.backlog += 1
+        self.submitted += 1
+
+    def advance(self, now: float) -> None:
+        while self.backlog and now >= self._busy_until:
+            self._busy_until = max(self._busy_until, now) + self.cycle_s
+            self.backlog -= 1
+
+
+def test_a_gate_slower_than_the_checkpoint_interval_does_not_hold_fetching_for_good(tmp_path: Path) -> None:
+    """Backpressure holds fetching once more than GATE_BACKLOG checkpoints wait. Cut on every
+    interval regardless, checkpoints from a gate slower than the interval (a slow sink) kept the
+    backlog above that, and fetching never resumed. Now none is cut while fetching is held, which
+    lasts until the gate has stored them all: the backlog stays bounded, fetching resumes, and the
+    gate stores a checkpoint per cycle, as many as it can."""
+    worker = new_worker(tmp_path)
+    interval = worker.s.checkpoint_ms / 1000
+    gate = SlowGate(cycle_s=3 * interval)
+    worker.gate = gate  # type: ignore[assignment]
+    fetching = []
+    now = 0.0
+    ticks = 1_000  # of a tenth of the interval: 100 intervals, 33 gate cycles
+    for _ in range(ticks):
+        now += interval / 10
+        gate.advance(now)
+        worker._maybe_checkpoint(now)
+        assert gate.backlog <= GATE_BACKLOG + 1
+        fetching.append(not worker.router.gate_full)
+    releases = sum(1 for before, after in zip(fetching, fetching[1:]) if not before and after)
+    assert releases >= 3  # held, released, held again...: never held for good
+    assert gate.submitted >= ticks / 10 / 3 - GATE_BACKLOG  # about a checkpoint per gate cycle
