@@ -45,6 +45,17 @@ def credentials(s: Settings) -> Any:
     return faust.SSLCredentials(ctx) if ctx is not None else None
 
 
+def rebalance_timeout_s(s: Settings) -> float:
+    """How long the group waits for members to rejoin a rebalance (their revoke callbacks included)."""
+    return max(s.session_timeout_ms / 1000, 10.0)
+
+
+def revoke_wait_s(s: Settings) -> float:
+    """How long a revoke may wait for the commit gate: half the rebalance timeout, at most 10 s, so
+    the flush and commit that follow still fit and the worker rejoins in time."""
+    return min(10.0, rebalance_timeout_s(s) / 2)
+
+
 def create_app(s: Settings) -> DivmonApp:
     """The app for settings `s` (time-outs in ms from the kafka section).
 
@@ -65,7 +76,7 @@ def create_app(s: Settings) -> DivmonApp:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=s.session_timeout_ms / 1000,
         broker_heartbeat_interval=s.heartbeat_ms / 1000,
-        broker_rebalance_timeout=max(s.session_timeout_ms / 1000, 10.0),
+        broker_rebalance_timeout=rebalance_timeout_s(s),
         broker_request_timeout=max(s.session_timeout_ms / 1000 + 5, 30.0),
         broker_commit_interval=s.commit_interval_ms / 1000,
         broker_max_poll_records=20_000,

@@ -26,7 +26,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from streams import metrics as metrics_mod
-from streams.agents.app import TABLE, TableStore, create_app
+from streams.agents.app import TABLE, TableStore, create_app, revoke_wait_s
 from streams.agents.kafka_io import GlobalReader, Outputs, ensure_topics, output_topics
 from streams.agents.router import Router, WorkerMetrics
 from streams.codec import EventCodec, SchemaIds, input_codecs
@@ -42,7 +42,6 @@ from streams.worker.pipeline import Checkpoint, Pipeline
 log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
 LANE_LIMIT = 100_000
-REVOKE_WAIT_S = 10.0
 GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
 
 
@@ -277,12 +276,13 @@ class Worker:
         if gate is not None and self.pipeline.engines and not self._warming:
             cp = self.pipeline.checkpoint()
             gate.submit(cp)
-            deadline = time.monotonic() + REVOKE_WAIT_S
+            wait = revoke_wait_s(self.s)
+            deadline = time.monotonic() + wait
             while gate.committed_seq < cp.seq and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if gate.committed_seq < cp.seq:
                 log.warning("rebalance: %d checkpoint(s) not stored in %.0fs; dropping the engines, "
-                            "they restart from the stored state", gate.abandon(), REVOKE_WAIT_S)
+                            "they restart from the stored state", gate.abandon(), wait)
                 self.pipeline.retain(())
             await self.app.producer.flush()
             await consumer.commit()

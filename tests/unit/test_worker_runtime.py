@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.runtime import GATE_BACKLOG, Worker
 from streams.config import Settings
 from streams.sinks import MemorySink
@@ -110,6 +112,18 @@ def test_a_gate_slower_than_the_checkpoint_interval_does_not_hold_fetching_for_g
         worker._maybe_checkpoint(now)
         assert gate.backlog <= GATE_BACKLOG + 1
         fetching.append(not worker.router.gate_full)
-    releases = sum(1 for before, after in zip(fetching, fetching[1:]) if not before and after)
+    releases = sum(1 for before, after in itertools.pairwise(fetching) if not before and after)
     assert releases >= 3  # held, released, held again...: never held for good
     assert gate.submitted >= ticks / 10 / 3 - GATE_BACKLOG  # about a checkpoint per gate cycle
+
+
+@pytest.mark.parametrize("session_ms", [1_000, 6_000, 20_000, 30_000, 120_000])
+def test_a_revoke_waits_for_the_gate_well_inside_the_rebalance_timeout(tmp_path: Path, session_ms: int) -> None:
+    """A revoke waits for the commit gate, then flushes and commits. Waiting as long as the group
+    waits for members to rejoin (a fixed 10 s did, with a 6 s session timeout) risks missing the
+    rebalance, which starts another one. It waits half the timeout at most, and never over 10 s."""
+    s = Settings.load({"data_dir": str(tmp_path), "session_timeout_ms": session_ms}, environ={})
+    timeout = create_app(s).conf.broker_rebalance_timeout
+    timeout_s = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
+    assert timeout_s == rebalance_timeout_s(s) >= session_ms / 1000
+    assert revoke_wait_s(s) <= min(10.0, timeout_s / 2)
