@@ -20,7 +20,7 @@ from typing import Any
 
 import fastavro
 
-from streams.codec.convert import jsonable, to_mapping
+from streams.codec.convert import dataclass_wire, jsonable, to_mapping
 from streams.codec.errors import DecodeError, EncodeError
 from streams.codec.framing import Resolver, confluent_header, read_body, single_object_header
 from streams.codec.registry import SchemaIds
@@ -34,7 +34,14 @@ EVENT_SCHEMA_NAMES: dict[str, str] = {t: cls.__name__ for t, cls in EVENT_TYPES.
 
 def write_body(schema: AvroSchema, value: Mapping[str, Any]) -> bytes:
     """The Avro body of `value` (decimals as Decimal, int or decimal string). Raises EncodeError."""
-    wire = schema.to_wire(value, "") if schema.to_wire is not None else value
+    return write_wire(schema, schema.to_wire(value, "") if schema.to_wire is not None else value)
+
+
+def write_wire(schema: AvroSchema, wire: Mapping[str, Any]) -> bytes:
+    """The Avro body of a value already shaped for the raw schema (decimals as bytes). Raises EncodeError.
+
+    Always `strict`: a missing or extra field is an error, never a silent default.
+    """
     bio = BytesIO()
     try:
         fastavro.schemaless_writer(bio, schema.raw, wire, strict=True)
@@ -147,6 +154,7 @@ class EventCodec:
         loaded = schemas or default_schemas()
         self._schemas = {t: loaded[name] for t, name in EVENT_SCHEMA_NAMES.items()}
         self._types = {s.name: t for t, s in self._schemas.items()}
+        self._to_wire = {EVENT_TYPES[t]: dataclass_wire(EVENT_TYPES[t], s.definition) for t, s in self._schemas.items()}
         self._subjects = {t: f"{(topics or {}).get(t, t)}-value" for t in self._schemas}
         self._framer = _Framer(registry)
         self._resolver = Resolver(list(self._schemas.values()), registry)
@@ -158,7 +166,10 @@ class EventCodec:
         if schema is None or not isinstance(event_type, str):
             raise EncodeError(f"not an output event: {type(event).__name__}")
         header = self._framer.header(schema, self._subjects[event_type])
-        return header + write_body(schema, to_mapping(event))
+        to_wire = self._to_wire.get(type(event))
+        if to_wire is None:  # not exactly one of our event classes (e.g. a subclass): the generic path
+            return header + write_body(schema, to_mapping(event))
+        return header + write_wire(schema, to_wire(event))
 
     def decode_event(self, data: bytes, *, as_json: bool = True) -> dict[str, Any]:
         """`{"type": ..., fields}` like `Event.to_dict()` (field `class`, decimals as canonical strings).

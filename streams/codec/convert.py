@@ -159,6 +159,14 @@ def _is_struct(x: Any) -> bool:
     return (isinstance(x, tuple) and hasattr(x, "_fields")) or dataclasses.is_dataclass(x)
 
 
+def _avro_name(attr: str) -> str:
+    return "class" if attr == "cls" else attr
+
+
+def _plain_tuple(value: tuple[Any, ...]) -> list[Any]:
+    return [to_mapping(x) if _is_struct(x) else x for x in value]
+
+
 def to_mapping(obj: Any) -> dict[str, Any]:
     """A record (NamedTuple) or event (dataclass) as a plain mapping keyed by Avro field names.
 
@@ -166,10 +174,37 @@ def to_mapping(obj: Any) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for name, value in _items(obj):
-        if isinstance(value, tuple):
-            value = [to_mapping(x) if _is_struct(x) else x for x in value]  # noqa: PLW2901
-        out["class" if name == "cls" else name] = value
+        out[_avro_name(name)] = _plain_tuple(value) if isinstance(value, tuple) else value
     return out
+
+
+def dataclass_wire(cls: type, definition: Mapping[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
+    """`to_wire(to_mapping(obj), "")` for instances of exactly the dataclass `cls`, in one pass.
+
+    This is how output events are encoded: the fields and their converters are looked up once here
+    instead of per event, and no intermediate mapping is built. Each value goes through the same
+    steps as on the generic path (tuples to lists, then the field's converter with the same error
+    path), so the result, and any EncodeError, is the same. None when `cls` and the schema don't
+    name the same fields: the generic path then reports the difference when encoding.
+    """
+    attrs = [f.name for f in dataclasses.fields(cls)]
+    if sorted(map(_avro_name, attrs)) != sorted(f["name"] for f in definition["fields"]):
+        return None
+    names: Names = {}
+    _register(definition, names)
+    types = {f["name"]: f["type"] for f in definition["fields"]}
+    fields = [(a, n, wire_converter(types[n], names, n)) for a in attrs for n in [_avro_name(a)]]
+
+    def to_wire(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr, name, conv in fields:
+            value = getattr(obj, attr)
+            if isinstance(value, tuple):
+                value = _plain_tuple(value)
+            out[name] = value if conv is None else conv(value, name)
+        return out
+
+    return to_wire
 
 
 def jsonable(v: Any) -> Any:
