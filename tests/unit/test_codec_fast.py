@@ -14,7 +14,7 @@ from streams.codec import EncodeError, EventCodec, default_schemas
 from streams.codec import decimals as decimals_module
 from streams.codec.codec import write_body
 from streams.codec.convert import dataclass_wire, to_mapping
-from streams.codec.decimals import decimal_writer, exact_writer
+from streams.codec.decimals import decimal_reader, decimal_writer, exact_reader, exact_writer
 from streams.codec.framing import single_object_header
 from streams.core.events import (
     EVENT_TYPES,
@@ -107,6 +107,50 @@ def test_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.MonkeyP
             v = v.quantize(D("1E-12"))  # noqa: PLW2901
             assert cached(v, "f") == exact(v, "f")
             assert len(decimals_module.WRITE_CACHES[(SCALE, PRECISION)]) <= 8
+
+
+def _read(read: Any, raw: bytes) -> tuple[str, Any] | str:
+    """The decoded value of `raw` with its exact representation, or the text of the ValueError."""
+    try:
+        d = read(raw)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    return str(d), d.as_tuple()
+
+
+def _unscaled(u: int) -> bytes:
+    return u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True)
+
+
+EDGE_UNSCALED = [0, 1, -1, 10**12, -(10**12), 15 * 10**11, -(10**38) + 1, 10**38 - 1, 10**38, -(10**38),
+                 2**127, 10**50]
+
+
+@pytest.mark.parametrize("u", EDGE_UNSCALED)
+def test_cached_decimal_read_equals_exact_on_miss_and_hit(u: int) -> None:
+    """A cached read gives the exact reader's canonical Decimal (or error) the first time and every time after."""
+    cached, exact = decimal_reader(SCALE, PRECISION), exact_reader(SCALE, PRECISION)
+    for raw in {_unscaled(u), b"\x00" * 3 + _unscaled(u) if u >= 0 else b"\xff" * 3 + _unscaled(u)}:
+        expected = _read(exact, raw)
+        assert _read(cached, raw) == expected
+        assert _read(cached, raw) == expected
+
+
+@given(st.integers(-(10**40), 10**40))
+def test_cached_decimal_read_equals_exact_for_any_bytes(u: int) -> None:
+    """For any unscaled value (fitting the precision or not), cached and exact reads agree, twice in a row."""
+    cached, exact = decimal_reader(SCALE, PRECISION), exact_reader(SCALE, PRECISION)
+    assert _read(cached, _unscaled(u)) == _read(exact, _unscaled(u)) == _read(cached, _unscaled(u))
+
+
+def test_read_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More distinct byte strings than the cache holds: it starts over, never grows past its bound, stays exact."""
+    monkeypatch.setattr(decimals_module, "READ_CACHE_MAX", 8)
+    cached, exact = decimal_reader(SCALE, PRECISION), exact_reader(SCALE, PRECISION)
+    for _ in range(2):
+        for u in range(-100, 100, 3):
+            assert _read(cached, _unscaled(u * 10**9)) == _read(exact, _unscaled(u * 10**9))
+            assert len(decimals_module.READ_CACHES[(SCALE, PRECISION)]) <= 8
 
 
 BASE_MISMATCH = PositionMismatch(
