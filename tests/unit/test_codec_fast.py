@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import EncodeError, EventCodec, default_schemas
+from streams.codec import EncodeError, EventCodec, canonical, default_schemas
 from streams.codec import decimals as decimals_module
 from streams.codec.codec import write_body
 from streams.codec.convert import dataclass_wire, to_mapping
@@ -141,6 +141,14 @@ def test_cached_decimal_read_equals_exact_for_any_bytes(u: int) -> None:
     """For any unscaled value (fitting the precision or not), cached and exact reads agree, twice in a row."""
     cached, exact = decimal_reader(SCALE, PRECISION), exact_reader(SCALE, PRECISION)
     assert _read(cached, _unscaled(u)) == _read(exact, _unscaled(u)) == _read(cached, _unscaled(u))
+
+
+@given(st.integers(-(10**38) + 1, 10**38 - 1), st.sampled_from([0, 2, 6, 12, 18]))
+def test_exact_read_is_the_canonical_value(u: int, scale: int) -> None:
+    """Decoding the bytes of any unscaled value gives `canonical(u * 10**-scale)`, representation included."""
+    expected = canonical(D(u).scaleb(-scale, Context(prec=100)))
+    got = exact_reader(scale, 38)(_unscaled(u))
+    assert (str(got), got.as_tuple()) == (str(expected), expected.as_tuple())
 
 
 def test_read_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
