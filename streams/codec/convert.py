@@ -193,7 +193,10 @@ def dataclass_wire(cls: type, definition: Mapping[str, Any]) -> Callable[[Any], 
     names: Names = {}
     _register(definition, names)
     types = {f["name"]: f["type"] for f in definition["fields"]}
-    fields = [(a, n, wire_converter(types[n], names, n)) for a in attrs for n in [_avro_name(a)]]
+    fields: list[tuple[str, str, WireConv | None]] = []
+    for attr in attrs:
+        name = _avro_name(attr)
+        fields.append((attr, name, wire_converter(types[name], names, name)))
 
     def to_wire(obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -10,6 +10,9 @@ the caller; the value itself is canonical.)
 Nothing here rounds: encoding a value that needs more fractional digits than the schema scale, or
 more digits than its precision, raises `EncodeError`; decoding bytes wider than the precision raises
 `ValueError` (the codec reports it as `malformed`).
+
+Both directions are cached per decimal type (`decimal_reader`, `decimal_writer`): streams repeat
+their decimals, and a cached result is the exact conversion's, never an approximation of it.
 """
 
 from __future__ import annotations
