@@ -101,6 +101,7 @@ def test_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.MonkeyP
     """More distinct values than the cache holds: it starts over, never grows past its bound, stays exact."""
     monkeypatch.setattr(decimals_module, "WRITE_CACHE_MAX", 8)
     cached, exact = decimal_writer(SCALE, PRECISION), exact_writer(SCALE, PRECISION)
+    decimals_module.WRITE_CACHES[(SCALE, PRECISION)].clear()  # shared per process: other tests filled it
     values = [D(i) / 7 for i in range(-50, 50)] + [D(i).scaleb(-12) for i in range(100)]
     for _ in range(2):
         for v in values:
@@ -155,6 +156,7 @@ def test_read_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.Mo
     """More distinct byte strings than the cache holds: it starts over, never grows past its bound, stays exact."""
     monkeypatch.setattr(decimals_module, "READ_CACHE_MAX", 8)
     cached, exact = decimal_reader(SCALE, PRECISION), exact_reader(SCALE, PRECISION)
+    decimals_module.READ_CACHES[(SCALE, PRECISION)].clear()  # shared per process: other tests filled it
     for _ in range(2):
         for u in range(-100, 100, 3):
             assert _read(cached, _unscaled(u * 10**9)) == _read(exact, _unscaled(u * 10**9))
