@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from streams.codec import input_codecs  # noqa: E402
 from streams.core.records import Feed  # noqa: E402
+from streams.demo.procs import free_port  # noqa: E402
 from streams.metrics import STAGES  # noqa: E402
 from streams.worker.synth import traffic  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
@@ -95,12 +95,6 @@ def committed_all(bs: str, group: str, topics: dict[Feed, str]) -> bool:
         return all(tp.offset >= c.get_watermark_offsets(tp, timeout=10)[1] for tp in done)
     finally:
         c.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_figures(port: int) -> dict[str, float]:

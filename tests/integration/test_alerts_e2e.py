@@ -54,6 +54,7 @@ import pytest
 import yaml
 
 from streams.core.records import Feed
+from streams.demo.procs import free_port
 from streams.tapes import replay
 from streams.tapes.model import TapeRecord
 from tests.integration.worker_support import (
@@ -62,7 +63,6 @@ from tests.integration.worker_support import (
     create_inputs,
     emitted,
     final,
-    free_port,
     produce,
     start_worker,
     stop,

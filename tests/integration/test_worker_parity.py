@@ -14,6 +14,7 @@ import pytest
 
 from streams.codec import DECODE_REASONS, input_codecs
 from streams.core.records import Feed
+from streams.demo.procs import free_port
 from streams.tapes import replay
 from streams.tapes.jsonl import write_record
 from streams.tapes.model import TapeRecord
@@ -26,7 +27,6 @@ from tests.integration.worker_support import (
     emitted,
     expected,
     final,
-    free_port,
     high_watermarks,
     produce,
     read_topics,

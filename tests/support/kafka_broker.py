@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from streams.demo.procs import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LIBS = REPO_ROOT / ".cache" / "kafka" / "libs"
 HOST = "127.0.0.1"
@@ -33,13 +35,6 @@ _SHORT_LIVED_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
 class KafkaBrokerError(RuntimeError):
     """The broker could not be set up, formatted, started or reached."""
-
-
-def _free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _cluster_id() -> str:
@@ -133,7 +128,7 @@ class KafkaBroker:
         began = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix="divmon-kafka-"))
         try:
-            self.port, self.controller_port = _free_port(), _free_port()
+            self.port, self.controller_port = free_port(), free_port()
             config = self._write_config()
             self._format(config)
             self._launch(config)
