@@ -7,9 +7,9 @@ engine with `restore_engine`. Guarantees:
 - a round trip loses nothing a verdict depends on: positions (absent stays absent, zero stays zero),
   sequence numbers, snapshots, the witness ledger and baseline, and every open episode with its
   version, so re-emitted events keep their ids and continue their version count;
-- what is derived is recomputed, never persisted: set checksums (they use Python's per-process
-  `hash`), the unvaluable index, the open-anomaly count and the timers (an unconfirmed mismatch or
-  anomaly re-arms its confirm timer at first_seen + grace; the sweep timer re-arms at its deadline);
+- what is derived is recomputed, never persisted: set checksums, the unvaluable index, the
+  open-anomaly count and the timers (an unconfirmed mismatch or anomaly re-arms its confirm timer at
+  first_seen + grace; the sweep timer re-arms at its deadline);
 - work not yet settled is persisted too (an account's dirty symbols, margin flag and baseline
   candidates): a driver may checkpoint between applying an instant's records and settling it (a
   stream worker does whenever every input is idle, so event time does not move on). Restored, that
