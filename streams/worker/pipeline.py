@@ -30,18 +30,11 @@ from streams.worker.partition import GLOBAL_FEEDS, PartitionEngine
 Raw = tuple[int, int, bytes | None, bytes | None]  # offset, ts_ms, key, value
 
 
-def _fresh(raws: Sequence[Raw], start: int) -> Sequence[Raw]:
+def _fresh(raws: Sequence[Raw], start: int) -> list[Raw]:
     """The records at or above `start` that extend the offset sequence, in order. One hand-over may
     hold a partition's records twice: fetched once from the position the consumer had when the
     partition was resumed, then again after Faust seeks it to the committed offset (both end up in
     the same batch), so checking only the first record is not enough."""
-    end = start
-    for r in raws:
-        if r[0] < end:
-            break
-        end = r[0] + 1
-    else:
-        return raws  # the common case: already increasing from `start`
     kept = []
     end = start
     for r in raws:
