@@ -12,6 +12,7 @@ path doesn't take whole is read with `json` as before, which accepts it or says 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,21 +36,15 @@ class JsonlTape:
     def __iter__(self) -> Iterator[TapeRecord]:
         """Records in file order; a `ts_ms` that goes backwards is an error (or, with `sort`, the
         whole file is read and stably sorted first: fine for hand-written tapes, not for a day)."""
-        if self.sort:
-            yield from sorted(self._read(), key=lambda r: r.ts_ms)
-            return
-        last = None
-        for rec in self._read():
-            if last is not None and rec.ts_ms < last:
-                raise MalformedRecord(str(self.path), str(rec.where),
-                                      f"ts_ms {rec.ts_ms} goes back before {last}: tapes must be in "
-                                      "ts_ms order (use --sort for a small hand-written tape)")
-            last = rec.ts_ms
-            yield rec
+        return self._sorted() if self.sort else self._read(in_order=True)
 
-    def _read(self) -> Iterator[TapeRecord]:
+    def _sorted(self) -> Iterator[TapeRecord]:
+        yield from sorted(self._read(in_order=False), key=lambda r: r.ts_ms)
+
+    def _read(self, in_order: bool) -> Iterator[TapeRecord]:
         typed = decoder(self.topics).decode if self.typed else _no_typed
         parse = self._parse
+        last: float = -math.inf
         with self.path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 # fast path (jsonl_typed): the line decoded in C into typed structs, the record built
@@ -57,20 +52,26 @@ class JsonlTape:
                 # the json way below, which accepts or rejects it exactly as before.
                 try:
                     tl = typed(line)
-                    rec = tl.value.record()
+                    ts, feed, rec = tl.ts_ms, tl.feed, tl.value.record()
                 except Exception:  # any refusal means: read this line the json way
-                    pass
-                else:
-                    yield _new(TapeRecord, (tl.ts_ms, tl.feed, rec, Line(lineno)))
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    yield TapeRecord(*parse(line), Line(lineno))
-                except (ValueError, KeyError, TypeError) as exc:
-                    if not self.skip_bad:
-                        raise MalformedRecord(str(self.path), f"line {lineno}", _why(exc)) from exc
-                    self.skipped += 1
+                    feed = None
+                if feed is None:
+                    if not line.strip():
+                        continue
+                    try:
+                        ts, feed, rec = parse(line)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        if not self.skip_bad:
+                            raise MalformedRecord(str(self.path), f"line {lineno}", _why(exc)) from exc
+                        self.skipped += 1
+                        continue
+                if in_order:
+                    if ts < last:
+                        raise MalformedRecord(str(self.path), f"line {lineno}",
+                                              f"ts_ms {ts} goes back before {last}: tapes must be in "
+                                              "ts_ms order (use --sort for a small hand-written tape)")
+                    last = ts
+                yield _new(TapeRecord, (ts, feed, rec, Line(lineno)))
 
     def _parse(self, line: str) -> tuple[int, Feed, Any]:
         """The json path: ts_ms, feed and record of one line, or the exception that says why not."""

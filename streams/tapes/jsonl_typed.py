@@ -113,7 +113,8 @@ class _Og(msgspec.Struct, gc=False):
     def record(self) -> OgMargin:
         c, d = _cached, _D
         im, avail = None if (t := self.im_positions) is None else d(t), d(self.avail)
-        _finite(im, avail)
+        if not avail.is_finite() or (im is not None and not im.is_finite()):
+            raise ValueError
         return _new(OgMargin, (self.account_id, self.ts_ms, self.positions_source, im,
                                c[self.open_orders_margin], c[self.equity], avail))
 

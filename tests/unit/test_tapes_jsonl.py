@@ -160,7 +160,8 @@ def test_ts_order_and_sort_are_the_same_both_ways(tmp_path: Path) -> None:
     later = line(envelope("marks", {**VALID["marks"], "ts_ms": BASE + 5}, ts=BASE + 5))
     earlier = line(envelope("fills", VALID["fills"]))
     kind, message, _ = same_both_ways(tmp_path / "t.jsonl", f"{later}\n\n{earlier}\n")
-    assert kind == "error" and ":line 3: ts_ms" in message
+    assert (kind, message) == ("error", f"{tmp_path / 't.jsonl'}:line 3: ts_ms {BASE} goes back before {BASE + 5}: "
+                                        "tapes must be in ts_ms order (use --sort for a small hand-written tape)")
     assert same_both_ways(tmp_path / "t.jsonl", f"{later}\n\n{earlier}\n", sort=True)[0] == "ok"
 
 
