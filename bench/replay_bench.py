@@ -4,9 +4,11 @@
 
 Generates a simulated mixed day (bench/gen_tape.py; reused if present with the same size), then
 measures, each in a fresh subprocess so that neither inherits the other's heap:
-  1. bare parse: `json.loads` of every line (the floor for any JSON Lines reader);
-  2. read: the tape reader (parse + contract validation + typed records), no engine;
-  3. replay: the whole `divmon replay` path (reader + engine + the verdict folded as events come).
+  1. bare parse: `json.loads` of every line (the floor for a json-based JSON Lines reader);
+  2. bare msgspec: `msgspec.json.decode` of every line, untyped (the floor for the reader as it is:
+     it decodes lines with msgspec into typed structs, and only odd lines with json);
+  3. read: the tape reader (parse + contract validation + typed records), no engine;
+  4. replay: the whole `divmon replay` path (reader + engine + the verdict folded as events come).
 CPU seconds are reported (process time), which is steadier than wall time on a shared machine, but
 not steady enough on a host with noisy neighbours (the same phase measured 0.9 to 1.5 s within a
 minute here): the phases run in interleaved rounds (`--rounds`, default 3) and each phase's best
@@ -32,6 +34,16 @@ n = 0
 with open(sys.argv[1], encoding="utf-8") as fh:
     for line in fh:
         json.loads(line); n += 1
+print(n)
+""",
+    "msgspec": """
+import sys
+import msgspec
+decode = msgspec.json.decode
+n = 0
+with open(sys.argv[1], encoding="utf-8") as fh:
+    for line in fh:
+        decode(line); n += 1
 print(n)
 """,
     "read": """
@@ -104,17 +116,19 @@ def main() -> int:
         figures[name] = {"cpu_s": round(cpu, 2), "records_per_cpu_s": round(args.records / cpu),
                          "peak_rss_mb": round(rss_kb / 1024), "result": result,
                          "spread": round(max(r[0] for r in runs) / cpu, 2)}
-    parse = figures["parse"]["cpu_s"]
+    parse, bare_msgspec = figures["parse"]["cpu_s"], figures["msgspec"]["cpu_s"]
     for f in figures.values():
         f["ratio_to_parse"] = round(f["cpu_s"] / parse, 2)
+        f["ratio_to_msgspec"] = round(f["cpu_s"] / bare_msgspec, 2)
     if args.json:
         print(json.dumps(figures))
     else:
         print(f"tape: {args.tape} ({args.records:,} records, {args.tape.stat().st_size / 2**20:.0f} MiB)")
-        print(f"{'phase':<8} {'CPU s':>8} {'records/s':>12} {'× parse':>8} {'peak RSS':>9} {'worst/best':>11}")
+        print(f"{'phase':<8} {'CPU s':>8} {'records/s':>12} {'× parse':>8} {'× msgspec':>10} {'peak RSS':>9} "
+              f"{'worst/best':>11}")
         for name, f in figures.items():
             print(f"{name:<8} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
-                  f"{f['peak_rss_mb']:>7} MB {f['spread']:>10.2f}×")
+                  f"{f['ratio_to_msgspec']:>10.2f} {f['peak_rss_mb']:>7} MB {f['spread']:>10.2f}×")
         print(f"replay: {figures['replay']['result']} (records, events emitted, unexplained)")
         print(f"goal: replay ≤ 3.00× bare parse — measured {figures['replay']['ratio_to_parse']:.2f}× "
               f"(best of {args.rounds} rounds, {time.perf_counter() - started:.0f} s wall)")
