@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from decimal import Context, Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from streams.codec import EncodeError, EventCodec, canonical, default_schemas
 from streams.codec import decimals as decimals_module
 from streams.codec.codec import write_body
 from streams.codec.convert import dataclass_wire, to_mapping
-from streams.codec.decimals import decimal_reader, decimal_writer, exact_reader, exact_writer
+from streams.codec.decimals import decimal_reader, decimal_writer, exact_reader, exact_writer, to_exact_decimal
 from streams.codec.framing import single_object_header
 from streams.core.events import (
     EVENT_TYPES,
@@ -108,6 +108,39 @@ def test_cache_stays_bounded_and_exact_past_its_size(monkeypatch: pytest.MonkeyP
             v = v.quantize(D("1E-12"))  # noqa: PLW2901
             assert cached(v, "f") == exact(v, "f")
             assert len(decimals_module.WRITE_CACHES[(SCALE, PRECISION)]) <= 8
+
+
+def _old_exact(v: Any, field: str) -> bytes | str:
+    """The exact writer as it was before its fast branch (the general path alone)."""
+    ctx = Context(prec=100, traps=[Inexact, InvalidOperation])
+    try:
+        d = to_exact_decimal(v, field)
+        try:
+            u = int(d.scaleb(12, ctx).to_integral_exact(context=ctx))
+        except Inexact as exc:
+            raise EncodeError(f"{d} has more fractional digits than the schema scale 12; refusing to round",
+                              field) from exc
+        if not -(10**38) < u < 10**38:
+            raise EncodeError(f"{d} does not fit decimal(38,12)", field)
+        return u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True)
+    except EncodeError as exc:
+        return f"EncodeError: {exc}"
+
+
+def _new_exact(v: Any) -> bytes | str:
+    try:
+        return exact_writer(12, 38)(v, "f")
+    except EncodeError as exc:
+        return f"EncodeError: {exc}"
+
+
+@given(st.one_of(st.decimals(), st.sampled_from([D(t) for t in EDGE_DECIMALS + REFUSED_DECIMALS]),
+                 st.sampled_from([None, True, 0.5, 2, "7", "1.5", "abc", b"x", 10**40, D("1E+999990")]),
+                 st.decimals(allow_nan=False, allow_infinity=False, places=13),
+                 st.integers(-(10**40), 10**40).map(lambda u: D(u).scaleb(-12))))
+def test_exact_writer_fast_branch_equals_general_path(v: Any) -> None:
+    """For any value, the exact writer (with its fast branch) gives the general path's bytes or error."""
+    assert _new_exact(v) == _old_exact(v, "f")
 
 
 def _read(read: Any, raw: bytes) -> tuple[str, Any] | str:
