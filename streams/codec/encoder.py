@@ -75,6 +75,10 @@ def _high_writer() -> tuple[dict[int, bytes], Callable[[int], bytes]]:
     return cache, miss
 
 
+# union branch prefix -> {str: prefix + length-prefixed UTF-8}, shared by every string field (bounded).
+STRING_CACHES: dict[bytes, dict[str, bytes]] = {}
+
+
 def _string_writer(cache: dict[str, bytes] | None, prefix: bytes) -> Callable[[str], bytes]:
     """`prefix` + length-prefixed UTF-8 of a `str`, remembered in `cache` (bounded) when one is given."""
 
@@ -222,7 +226,7 @@ def _string(src: _Source, v: str, out: str, indent: int, field: str, prefix: byt
     if field in UNCACHED_STRINGS:
         src.emit(indent, f"{out} = {src.const('sw', _string_writer(None, prefix))}({v})")
         return
-    cache: dict[str, bytes] = {}
+    cache = STRING_CACHES.setdefault(prefix, {})
     c, w = src.const("sc", cache), src.const("sw", _string_writer(cache, prefix))
     src.emit(indent, f"{out} = {c}.get({v})")
     src.emit(indent, f"if {out} is None:")
