@@ -22,16 +22,22 @@ from typing import Any
 import fastavro
 
 from streams.codec.convert import dataclass_wire, jsonable, to_mapping
+from streams.codec.direct import Direct, compile_reader
 from streams.codec.encoder import Encoder, compile_encoder
 from streams.codec.errors import DecodeError, EncodeError
-from streams.codec.framing import Resolver, confluent_header, read_body, single_object_header
+from streams.codec.framing import Plan, Resolver, confluent_header, read_body, single_object_header
 from streams.codec.registry import SchemaIds
 from streams.codec.schemas import AvroSchema, default_schemas
+from streams.core import inputs
 from streams.core.events import EVENT_TYPES
-from streams.core.records import FEED_OF, Feed, Record, RecordError, parse_value
+from streams.core.records import FEED_OF, TYPED_RULES, Feed, Record, RecordError, parse_value
 
 RECORD_TYPES: dict[Feed, type] = {feed: cls for cls, feed in FEED_OF.items()}
 EVENT_SCHEMA_NAMES: dict[str, str] = {t: cls.__name__ for t, cls in EVENT_TYPES.items()}
+# Record classes by Avro record name, for the direct readers (nested records such as PositionQty too)
+INPUT_CLASSES: dict[str, type] = {
+    name: cls for name, cls in vars(inputs).items() if isinstance(cls, type) and issubclass(cls, tuple)
+}
 
 
 def write_body(schema: AvroSchema, value: Mapping[str, Any]) -> bytes:
@@ -97,6 +103,8 @@ class Codec:
         self.subject = subject or f"{feed.value}-value"
         self._framer = _Framer(registry)
         self._resolver = Resolver([self.schema], registry)
+        self._direct = compile_reader(self.schema.definition, INPUT_CLASSES)
+        self._rule = TYPED_RULES[feed]
 
     def encode(self, record: Record) -> bytes:
         """Framed Avro bytes of `record`; EncodeError if a decimal doesn't fit the schema exactly."""
@@ -116,7 +124,24 @@ class Codec:
 
     def decode(self, data: bytes) -> Record:
         """The record in `data`. Raises DecodeError (reason `contract` wraps the RecordError)."""
-        return self._validate(self.decode_value(data))
+        plan, offset = self._resolver.plan(data)
+        return self._decode_body(self._direct_for(plan), plan, data, offset)
+
+    def _direct_for(self, plan: Plan) -> Direct | None:
+        """The direct reader when `plan` reads our own schema's bytes as they are (no resolution)."""
+        return self._direct if plan.reader is None and plan.target is self.schema else None
+
+    def _decode_body(self, direct: Direct | None, plan: Plan, data: bytes, offset: int) -> Record:
+        """Directly if the bytes and the record are the simple case, else by the generic path."""
+        if direct is not None:
+            try:
+                record = direct(data, offset)
+            except Exception:  # anything unusual: the generic path below gives the verdict
+                pass
+            else:
+                if self._rule(record):
+                    return record  # type: ignore[no-any-return]
+        return self._validate(read_body(plan, data, offset))
 
     def _validate(self, value: dict[str, Any]) -> Record:
         try:
@@ -128,17 +153,30 @@ class Codec:
         """Decode a batch in order; a poison record yields its DecodeError in its slot, never a raise.
 
         The header is resolved once per run of records sharing it (normally the whole batch): each
-        record then costs one prefix comparison, one fastavro read, the decimal fix and the parser.
+        record then costs one prefix comparison and, for our own schema's bytes, one direct read
+        (see `direct.py`) and the contract's rules beyond types; anything unusual goes the generic
+        way (fastavro read, decimal fix, parser), which gives the same records and the same errors.
         RegistryError (transient) still propagates: retry the batch, don't dead-letter it.
         """
         out: list[Record | DecodeError] = []
         append = out.append
-        prefix, plan, offset = b"\xff", None, 0
+        rule = self._rule
+        prefix, plan, offset, direct = b"\xff", None, 0, None
         for data in batch:
             try:
                 if plan is None or not data.startswith(prefix):
                     plan, offset = self._resolver.plan(data)
                     prefix = bytes(data[:offset])
+                    direct = self._direct_for(plan)
+                if direct is not None:
+                    try:
+                        record = direct(data, offset)
+                    except Exception:  # anything unusual: the generic path below gives the verdict
+                        pass
+                    else:
+                        if rule(record):
+                            append(record)
+                            continue
                 append(self._validate(read_body(plan, data, offset)))
             except DecodeError as exc:
                 append(exc)

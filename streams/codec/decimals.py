@@ -98,10 +98,18 @@ class ReadCache(dict[bytes, Decimal]):
 READ_CACHES: dict[tuple[int, int], ReadCache] = {}
 
 
+def read_cache(scale: int, precision: int) -> ReadCache:
+    """The shared `ReadCache` of this decimal type (subscript it: `cache[raw]`)."""
+    found = READ_CACHES.get((scale, precision))
+    if found is None:
+        found = READ_CACHES[(scale, precision)] = ReadCache(exact_reader(scale, precision))
+    return found
+
+
 @functools.cache
 def decimal_reader(scale: int, precision: int) -> DecimalReader:
     """`exact_reader` behind a bounded cache of recent byte strings (see `ReadCache`)."""
-    return READ_CACHES.setdefault((scale, precision), ReadCache(exact_reader(scale, precision))).__getitem__
+    return read_cache(scale, precision).__getitem__
 
 
 def to_exact_decimal(v: Any, field: str) -> Decimal:
