@@ -87,6 +87,7 @@ def _decimal(scale: int, precision: int) -> Read:
         end = pos + n
         return cache[buf[pos:end]], end
 
+    read.inline, read.cache = "decimal", cache  # type: ignore[attr-defined]
     return read
 
 
@@ -120,15 +121,45 @@ def _array(item: Read) -> Read:
     return read
 
 
+# The one-byte case of a field's read, written into its record's reader (saves a call per field);
+# anything else goes to the field's reader, `{r}`.
+_ONE_BYTE_LENGTH = """\
+    b = buf[pos]
+    if b < 0x80 and not b & 1:
+        end = pos + 1 + (b >> 1)
+        {v} = {value}
+        pos = end
+    else:
+        {v}, pos = {r}(buf, pos)"""
+_INLINE = {
+    "string": _ONE_BYTE_LENGTH.replace("{value}", "buf[pos + 1:end].decode()"),
+    "decimal": _ONE_BYTE_LENGTH.replace("{value}", "{c}[buf[pos + 1:end]]"),
+    "long": """\
+    b = buf[pos]
+    if b < 0x80:
+        {v} = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        {v}, pos = {r}(buf, pos)""",
+}
+
+
 def _record(cls: type, fields: list[Read]) -> Read:
-    """`read(buf, pos)` calling each field's reader in turn, unrolled: no loop, no list per record."""
-    names = [f"r{i}" for i in range(len(fields))]
+    """`read(buf, pos)` reading each field in turn, unrolled, with the common case of simple fields inline."""
+    scope: dict[str, Any] = {"new": tuple.__new__, "cls": cls}
     lines = ["def read(buf, pos):"]
-    lines += [f"    v{i}, pos = r{i}(buf, pos)" for i in range(len(fields))]
+    for i, field in enumerate(fields):
+        scope[f"r{i}"] = field
+        scope[f"c{i}"] = getattr(field, "cache", None)
+        template = _INLINE.get(getattr(field, "inline", ""), "    {v}, pos = {r}(buf, pos)")
+        lines.append(template.format(v=f"v{i}", r=f"r{i}", c=f"c{i}"))
     lines.append(f"    return new(cls, ({''.join(f'v{i}, ' for i in range(len(fields)))})), pos")
-    scope: dict[str, Any] = {"new": tuple.__new__, "cls": cls, **dict(zip(names, fields, strict=True))}
     exec("\n".join(lines), scope)  # our own text, as dataclasses and namedtuple do
     return scope["read"]  # type: ignore[no-any-return]
+
+
+read_long.inline = "long"  # type: ignore[attr-defined]
+read_string.inline = "string"  # type: ignore[attr-defined]
 
 
 class _Unsupported(Exception):
