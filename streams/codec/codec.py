@@ -3,7 +3,9 @@
 - `Codec(feed)`: one input feed. `decode(bytes) -> Record` validates through
   `streams.core.records.parse_value`, so contract violations are the same `RecordError`s a JSON tape
   gives, wrapped in `DecodeError("contract")`. `decode_many` decodes a batch and never raises for a
-  poison record: its slot holds the `DecodeError` instead.
+  poison record: its slot holds the `DecodeError` instead. Bytes of our own schema are first tried
+  on the direct path (`direct.py`: body to record in one pass, then `TYPED_RULES`), which gives
+  way to the generic one (fastavro, decimal fix, `parse_value`) for anything unusual.
 - `EventCodec()`: every output event type. `encode_event(event) -> bytes`,
   `decode_event(bytes) -> dict` shaped like `Event.to_dict()`.
 

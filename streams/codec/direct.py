@@ -15,8 +15,8 @@ the same bytes on the generic path, which accepts them or gives the precise `Dec
 results and rejections are those of the generic path by construction.
 
 Supported shapes: records whose fields match a NamedTuple class of the same name (same field names
-in order), `string`, `long`/`int`, decimal `bytes`, arrays (read as tuples) and unions of those with
-`null`. `compile_reader` returns None for any other schema, which then always takes the generic path.
+in order), `string`, `long`/`int`, decimal `bytes`, arrays (read as tuples) and two-branch unions of
+one of those with `null`. `compile_reader` returns None for any other schema, which then always takes the generic path.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _decimal(scale: int, precision: int) -> Read:
 
 
 def _union(branches: list[Read | None]) -> Read:
-    """Branch index as a one-byte varint (always, for our few branches); `None` reads null."""
+    """A nullable value: the branch index is one byte (any other encoding is Unsure); `None` reads null."""
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
         b = buf[pos]
@@ -179,7 +179,10 @@ def _compile(schema: Any, classes: Mapping[str, type], names: dict[str, Read]) -
             return names[schema]
         raise _Unsupported(schema)
     if isinstance(schema, list):
-        return _union([_compile(b, classes, names) for b in schema])
+        branches = [_compile(b, classes, names) for b in schema]
+        if len(branches) != 2 or branches.count(None) != 1:  # only ["null", X] and [X, "null"]
+            raise _Unsupported(schema)
+        return _union(branches)
     if not isinstance(schema, Mapping):
         raise _Unsupported(schema)
     kind, logical = schema.get("type"), schema.get("logicalType")

@@ -233,7 +233,7 @@ def test_valid_records_skip_the_generic_path(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_compile_reader_refuses_shapes_it_does_not_read() -> None:
-    """Unknown record names, mismatched fields, other primitive or logical types: no direct reader."""
+    """Unknown record names, mismatched fields, other types or unions: no direct reader."""
     def schema(name: str, fields: list[Any]) -> dict[str, Any]:
         return {"type": "record", "name": name, "fields": [{"name": n, "type": t} for n, t in fields]}
 
@@ -246,10 +246,21 @@ def test_compile_reader_refuses_shapes_it_does_not_read() -> None:
     mark[1] = ("price", {"type": "bytes", "logicalType": "decimal", "precision": 38, "scale": 12})
     mark[2] = ("ts_ms", {"type": "long", "logicalType": "timestamp-millis"})
     assert compile_reader(schema("Mark", mark), INPUT_CLASSES) is None
+    mark[2] = ("ts_ms", ["string", "long"])
+    assert compile_reader(schema("Mark", mark), INPUT_CLASSES) is None
+    mark[2] = ("ts_ms", ["null", "string", "long"])
+    assert compile_reader(schema("Mark", mark), INPUT_CLASSES) is None
     mark[2] = ("ts_ms", {"type": "long"})
     read = compile_reader(schema("Mark", mark), INPUT_CLASSES)
     assert read is not None
     assert read(b"\x06BTC\x02\x01\x04", 0) == INPUT_CLASSES["Mark"]("BTC", Decimal("1E-12"), 2)
+    mark[1] = ("price", [mark[1][1], "null"])  # null second: index 0 is the decimal
+    read = compile_reader(schema("Mark", mark), INPUT_CLASSES)
+    assert read is not None
+    assert read(b"\x06BTC\x00\x02\x01\x04", 0) == INPUT_CLASSES["Mark"]("BTC", Decimal("1E-12"), 2)
+    assert read(b"\x06BTC\x02\x04", 0) == INPUT_CLASSES["Mark"]("BTC", None, 2)
+    with pytest.raises(Unsure):
+        read(b"\x06BTC\x04\x04", 0)
 
 
 def test_confluent_own_schema_goes_direct_and_resolution_does_not() -> None:
