@@ -1,0 +1,189 @@
+"""The worker's "engine" stage without Kafka: `Pipeline.step` next to bare `Engine`s on the same records.
+
+    .venv/bin/python bench/pipeline_bench.py [--fills 20000] [--accounts 2000] [--rounds 3] [--profile]
+
+Records come from `streams.worker.synth.traffic` (what bench/worker_bench.py produces), Avro-encoded and
+split like the worker bench (4 account partitions, one marks and one instruments partition), then
+decoded once with the input codecs. Measured in the same run, interleaved, best of `--rounds`, CPU time:
+1. engine: one bare `Engine` fed every record in ts order (`process`, `advance`, `take_events`): replay;
+2. engines: one bare `Engine` per partition, each fed its account records and every mark/instrument
+   (the work the partitioned worker cannot avoid);
+3. pipeline: `Pipeline.ingest` of round-robin fetch-sized chunks per topic-partition and `Pipeline.step`
+   after each round, as the worker's tick does, wall time moving as if at `--rate` records/s; only
+   `step` is timed (the worker's "engine" stage).
+µs are per input record (marks and instruments counted once), as the worker's stage metric is.
+`--profile` prints a cProfile of the pipeline's `step` calls. The event digest lets a change of the
+worker's driver show that its output did not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import pstats
+import sys
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.codec import input_codecs  # noqa: E402
+from streams.core.engine import Engine  # noqa: E402
+from streams.core.events import Event  # noqa: E402
+from streams.core.params import EngineConfig  # noqa: E402
+from streams.core.records import Feed  # noqa: E402
+from streams.worker.partition import GLOBAL_FEEDS  # noqa: E402
+from streams.worker.pipeline import Pipeline, Raw  # noqa: E402
+from streams.worker.synth import traffic  # noqa: E402
+
+PARTITIONS = 4
+TOPICS = {f: f.value for f in Feed}
+TP = tuple[str, int]
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[int, dict[str, bytes]] = defaultdict(dict)
+
+    def rows(self, partition: int) -> Iterable[bytes]:
+        return list(self.data[partition].values())
+
+    def write(self, partition: int, rows: Mapping[str, bytes]) -> list[Any]:
+        self.data[partition].update(rows)
+        return []
+
+
+def build(n_fills: int, n_accounts: int) -> tuple[dict[TP, list[Raw]], list[tuple[int, Feed, Any, int]]]:
+    """Raw records per topic-partition, and the decoded records in ts order (with their partition)."""
+    codecs = input_codecs()
+    topics: dict[TP, list[Raw]] = defaultdict(list)
+    where = []
+    for r in traffic(n_accounts=n_accounts, n_fills=n_fills, seed=1, step_ms=5):
+        p = 0 if r.feed in GLOBAL_FEEDS else zlib.crc32(r.record.account_id.encode()) % PARTITIONS  # type: ignore[union-attr]
+        tp = (TOPICS[r.feed], p)
+        raws = topics[tp]
+        raws.append((len(raws), r.ts_ms, None, codecs[r.feed].encode(r.record)))
+        where.append((r.ts_ms, r.feed, p, tp, len(raws) - 1))
+    decoded = {tp: codecs[Feed(tp[0])].decode_many([r[3] or b"" for r in raws]) for tp, raws in topics.items()}
+    ordered = [(ts, feed, decoded[tp][i], p) for ts, feed, p, tp, i in where]
+    return dict(topics), ordered
+
+
+def digest(events: list[Event]) -> str:
+    h = hashlib.sha256()
+    for e in events:
+        h.update(repr(sorted(e.to_dict().items())).encode())
+    return h.hexdigest()[:12]
+
+
+def run_engine(ordered: list[tuple[int, Feed, Any, int]]) -> tuple[float, int]:
+    eng = Engine(EngineConfig(scope="all"))
+    n = 0
+    t0 = time.process_time()
+    for ts, feed, rec, _ in ordered:
+        eng.process(feed, ts, rec)
+        n += len(eng.take_events())
+    eng.advance(ordered[-1][0] + 20_000)
+    n += len(eng.take_events())
+    return time.process_time() - t0, n
+
+
+def run_engines(ordered: list[tuple[int, Feed, Any, int]]) -> tuple[float, int]:
+    engines = [Engine(EngineConfig(scope=f"p{p}")) for p in range(PARTITIONS)]
+    n = 0
+    t0 = time.process_time()
+    for ts, feed, rec, p in ordered:
+        for eng in engines if feed in GLOBAL_FEEDS else (engines[p],):
+            eng.process(feed, ts, rec)
+            n += len(eng.take_events())
+    for eng in engines:
+        eng.advance(ordered[-1][0] + 20_000)
+        n += len(eng.take_events())
+    return time.process_time() - t0, n
+
+
+def run_pipeline(topics: dict[TP, list[Raw]], chunk: int, rate: float, profile: cProfile.Profile | None = None
+                 ) -> tuple[float, float, list[Event]]:
+    """(ingest CPU s, step CPU s, events). Wall time moves as if the worker ran at `rate` records/s
+    (so inputs go idle as in the worker bench); a lane counts as caught up only once its whole
+    partition was delivered (the worker asks the broker)."""
+    pipe = Pipeline(TOPICS, input_codecs(), lambda p: EngineConfig(scope=f"p{p}"), DictStore(), 2_000)
+    pos = dict.fromkeys(topics, 0)
+    events: list[Event] = []
+    now = 0.0
+    ingest_s = step_s = 0.0
+    clock = time.process_time
+
+    def step(now: float) -> None:
+        nonlocal step_s
+        for p, pe in pipe.engines.items():
+            for feed, lane in pe.lanes.items():
+                lane.caught_up = pos.get((feed.value, p), 0) >= len(topics.get((feed.value, p), ()))
+        for key, log in pipe.logs.items():
+            feed_value, part = key.rsplit("/", 1)
+            log.caught_up = pos[(feed_value, int(part))] >= len(topics[(feed_value, int(part))])
+        t = clock()
+        if profile is not None:
+            profile.enable()
+        events.extend(pipe.step(now))
+        if profile is not None:
+            profile.disable()
+        step_s += clock() - t
+
+    while any(pos[tp] < len(raws) for tp, raws in topics.items()):
+        t = clock()
+        delivered = 0
+        for tp, raws in topics.items():
+            batch = raws[pos[tp]:pos[tp] + chunk]
+            pos[tp] += len(batch)
+            delivered += len(batch)
+            pipe.ingest(tp[0], tp[1], batch, now)
+        ingest_s += clock() - t
+        now += delivered * 1000 / rate
+        step(now)
+    for _ in range(3):  # every input idle: everything is released, event time follows the wall clock
+        now += 20_000
+        step(now)
+    return ingest_s, step_s, events
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fills", type=int, default=20_000)
+    ap.add_argument("--accounts", type=int, default=2_000)
+    ap.add_argument("--chunk", type=int, default=500, help="records per topic-partition per round")
+    ap.add_argument("--rate", type=float, default=30_000, help="records/s the simulated wall clock assumes")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    topics, ordered = build(args.fills, args.accounts)
+    n = len(ordered)
+    print(f"{n:,} records, {len(topics)} topic-partitions, chunks of {args.chunk}", flush=True)
+    best: dict[str, float] = {}
+    for i in range(args.rounds):
+        e1, n1 = run_engine(ordered)
+        e4, n4 = run_engines(ordered)
+        ing, st, events = run_pipeline(topics, args.chunk, args.rate)
+        for k, v in (("engine", e1), ("engines", e4), ("ingest", ing), ("pipeline", st)):
+            best[k] = min(best.get(k, v), v)
+        print(f"round {i + 1}: engine {e1 / n * 1e6:.2f}, engines {e4 / n * 1e6:.2f}, "
+              f"pipeline step {st / n * 1e6:.2f} µs/record (ingest {ing / n * 1e6:.2f}); "
+              f"events {n1:,} / {n4:,} / {len(events):,}, pipeline digest {digest(events)}", flush=True)
+    print(f"best of {args.rounds}, CPU µs per input record:")
+    for k, label in (("engine", "one bare Engine (replay)"), ("engines", f"{PARTITIONS} bare Engines (partitioned)"),
+                     ("pipeline", "Pipeline.step (worker 'engine' stage)"), ("ingest", "Pipeline.ingest (decode)")):
+        print(f"  {label:<40} {best[k] / n * 1e6:7.2f}  ({best[k] / best['engine']:.2f}× engine)")
+    if args.profile:
+        prof = cProfile.Profile()
+        run_pipeline(topics, args.chunk, args.rate, prof)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
