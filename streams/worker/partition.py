@@ -21,7 +21,8 @@ Checkpoints make state and offsets agree without transactions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from streams.core.engine import Engine
@@ -30,11 +31,13 @@ from streams.core.params import EngineConfig
 from streams.core.records import Feed
 from streams.core.serde import account_from_dict, account_to_dict, engine_to_dict, restore_engine
 from streams.worker.globals import GlobalLane, GlobalLog
-from streams.worker.reorder import INF, AccountLane, Aligner, Entry
+from streams.worker.reorder import INF, AccountLane, Aligner, Entry, merge
 
 ACCOUNT_FEEDS: tuple[Feed, ...] = (Feed.EP3, Feed.RISK, Feed.OG_MARGIN, Feed.FILLS)
 GLOBAL_FEEDS: tuple[Feed, ...] = (Feed.MARKS, Feed.INSTRUMENTS)
 META_PREFIX = "\x00engine/"
+_record = itemgetter(2)
+_account_id = attrgetter("account_id")
 
 
 def meta_key(partition: int) -> str:
@@ -69,9 +72,13 @@ class PartitionEngine:
 
     def step(self, now: float) -> list[Event]:
         """Apply what the watermark releases, move event time, return the engine's events."""
-        entries, w = self.aligner.release(now)
-        if entries:
-            self._apply(entries)
+        runs, w = self.aligner.release_runs(now)
+        if runs:
+            entries = merge([run for _, run in runs])
+            if self.skip:
+                self._apply(entries)
+            else:
+                self._apply_fresh(entries, [run for lane, run in runs if isinstance(lane, AccountLane)])
         eng = self.engine
         if w is not None and eng.started:
             target = w if w < INF else self.aligner.idle_clock(now)
@@ -96,6 +103,24 @@ class PartitionEngine:
                 if skip and self._skipped(account, feed, off, ts):
                     continue
                 touch(account)
+            process(feed, ts, rec)
+        self.applied += len(entries)
+
+    def _apply_fresh(self, entries: list[Entry], account_runs: list[Sequence[Entry]]) -> None:
+        """`_apply` when no account is restored ahead of `meta` (nothing to skip, the usual case):
+        the accounts of the account lanes' runs are touched in bulk, the loop only passes records
+        on (and touches the holders of an unvaluable symbol a mark or instrument may value)."""
+        touched = self.touched
+        for run in account_runs:
+            touched.update(map(_account_id, map(_record, run)))
+        eng = self.engine
+        process, unv = eng.process, eng.unvaluable_index
+        marks, instruments = Feed.MARKS, Feed.INSTRUMENTS
+        for ts, feed, rec, _ in entries:
+            if unv and (feed is marks or feed is instruments):
+                held = unv.get(rec.symbol)
+                if held:
+                    touched.update(held)
             process(feed, ts, rec)
         self.applied += len(entries)
 

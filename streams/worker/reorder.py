@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -49,11 +48,27 @@ class Lane(Protocol):
     @property
     def caught_up(self) -> bool: ...
 
-    def held(self, below: int) -> Sequence[Entry]: ...
+    def held(self, below: int) -> Sequence[Entry]:
+        """The entries with ts below `below`, oldest first, as a new sequence (the caller keeps it)."""
 
-    def consume(self, n: int) -> None: ...
+    def consume(self, n: int) -> None:
+        """The first `n` entries `held` returned are taken."""
 
     def pending(self) -> int: ...
+
+
+def merge(runs: Sequence[Sequence[Entry]]) -> list[Entry]:
+    """Runs (each in ts order) merged by ts, stable: ties keep run order, then order within a run."""
+    if not runs:
+        return []
+    if len(runs) == 1:
+        run = runs[0]
+        return run if isinstance(run, list) else list(run)
+    merged: list[Entry] = []
+    for run in runs:
+        merged += run
+    merged.sort(key=_ts)  # stable; finds the runs and merges them (a little cheaper than sorted(chain(...)))
+    return merged
 
 
 class AccountLane:
@@ -138,6 +153,12 @@ class Aligner:
 
     def release(self, now: float) -> tuple[list[Entry], int | None]:
         """Entries below the watermark, merged by ts (and the watermark used)."""
+        runs, w = self.release_runs(now)
+        return merge([run for _, run in runs]), w
+
+    def release_runs(self, now: float) -> tuple[list[tuple[Lane, Sequence[Entry]]], int | None]:
+        """What `release` merges: each lane's entries below the watermark (lanes with none left
+        out, in lane order), already consumed; and the watermark used."""
         w = self.watermark(now)
         if w is None:
             return [], None
@@ -145,13 +166,9 @@ class Aligner:
         for lane in self.lanes:
             run = lane.held(w)
             if run:
-                runs.append(run)
+                runs.append((lane, run))
                 lane.consume(len(run))
-        if not runs:
-            return [], w
-        if len(runs) == 1:
-            return list(runs[0]), w
-        return sorted(chain.from_iterable(runs), key=_ts), w
+        return runs, w
 
     def idle_clock(self, now: float) -> int | None:
         """When every lane is idle: the event time the wall clock has reached, else None."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streams.core.records import Feed
 from streams.worker.globals import GlobalLane, GlobalLog
-from streams.worker.reorder import INF, AccountLane, Aligner
+from streams.worker.reorder import INF, AccountLane, Aligner, merge
 
 
 def entries(feed: Feed, *pairs: tuple[int, int]) -> list[tuple[int, Feed, object, int]]:
@@ -120,3 +120,22 @@ def test_event_time_follows_the_wall_clock_only_after_the_longer_clock_idle() ->
     assert w == INF and [e[0] for e in out] == [100, 150]
     assert al.idle_clock(now=9_999) is None
     assert al.idle_clock(now=10_000) == 150 + 10_000
+
+
+def test_merge_is_a_stable_sort_by_ts_and_release_merges_release_runs() -> None:
+    """`merge` equals a stable sort of the runs' concatenation (ties: run order, then arrival order);
+    `release` is `merge` of what `release_runs` hands out per lane."""
+    runs = [entries(Feed.EP3, (1, 0), (4, 1), (4, 2), (9, 3)), entries(Feed.RISK, (0, 0), (4, 1), (8, 2)),
+            entries(Feed.MARKS, (4, 0))]
+    assert merge(runs) == sorted([e for run in runs for e in run], key=lambda e: e[0])
+    assert [(e[0], e[1]) for e in merge(runs)][2:6] == [(4, Feed.EP3), (4, Feed.EP3), (4, Feed.RISK), (4, Feed.MARKS)]
+    assert merge([]) == [] and merge([runs[0]]) == runs[0] and merge([tuple(runs[1])]) == runs[1]
+    lanes = [AccountLane(), AccountLane()]
+    twins = [AccountLane(), AccountLane()]
+    for pair in (lanes, twins):
+        pair[0].push(runs[0], 4, now=1)
+        pair[1].push(runs[1], 3, now=1)
+    merged, w = Aligner(lanes, idle_ms=10_000).release(now=2)
+    got, w2 = Aligner(twins, idle_ms=10_000).release_runs(now=2)
+    assert w == w2 == 8 and [lane for lane, _ in got] == twins
+    assert merged == merge([run for _, run in got]) and [e[0] for e in merged] == [0, 1, 4, 4, 4]

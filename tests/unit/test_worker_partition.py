@@ -1,0 +1,118 @@
+"""A partition engine's two ways of applying released records agree: the fast one (nothing to skip,
+accounts touched in bulk) and the general one (accounts restored ahead of `meta` may skip records)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from streams.core.engine import Engine
+from streams.core.events import Event
+from streams.core.params import EngineConfig
+from streams.core.records import (
+    Ep3PositionEvent,
+    Feed,
+    Instrument,
+    Mark,
+    PositionQty,
+    RiskPosition,
+    RiskSnapshot,
+)
+from streams.worker.globals import GlobalLog
+from streams.worker.partition import PartitionEngine
+from streams.worker.pipeline import Pipeline
+from streams.worker.synth import traffic
+from tests.unit.test_worker_pipeline import PARTITIONS, DictStore, new_pipeline, to_topics
+
+# a non-empty skip map that skips nothing: forces the general path
+NOBODY: dict[str, dict[str, int]] = {"\x00nobody": {}}
+
+
+def general(pe: PartitionEngine) -> PartitionEngine:
+    """Make `pe` take the general path however `skip` changes."""
+    def apply_fresh(entries: list[Any], _runs: object) -> None:
+        pe._apply(entries)
+
+    pe._apply_fresh = apply_fresh  # type: ignore[method-assign,assignment]
+    return pe
+
+
+def dicts(events: list[Event]) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in events]
+
+
+def test_fast_and_general_apply_agree_on_events_touched_accounts_and_checkpoints() -> None:
+    """The same synth traffic through two pipelines, one forced onto the general path, in lockstep:
+    equal events after every step, equal touched accounts, equal checkpoints."""
+    topics = to_topics(traffic(n_accounts=25, n_fills=600, seed=5))
+    fast, slow = new_pipeline(DictStore()), new_pipeline(DictStore())
+    calls = {"fast": 0}
+    for p in range(PARTITIONS):
+        general(slow.engine(p, 0.0))
+        pe = fast.engine(p, 0.0)
+        original = pe._apply_fresh
+
+        def counted(entries: list[Any], runs: Any, original: Any = original) -> None:
+            calls["fast"] += 1
+            original(entries, runs)
+
+        pe._apply_fresh = counted  # type: ignore[method-assign,assignment]
+    pos = dict.fromkeys(topics, 0)
+    now, rounds = 0.0, 0
+    while any(pos[tp] < len(raws) for tp, raws in topics.items()):
+        for tp, raws in topics.items():
+            batch = raws[pos[tp]:pos[tp] + 9]
+            pos[tp] += len(batch)
+            for pipe in (fast, slow):
+                pipe.ingest(tp[0], tp[1], batch, now)
+        now += 100
+        assert dicts(fast.step(now)) == dicts(slow.step(now))
+        assert {p: pe.touched for p, pe in fast.engines.items()} == {p: pe.touched for p, pe in slow.engines.items()}
+        rounds += 1
+        if rounds % 4 == 0:
+            a, b = fast.checkpoint(), slow.checkpoint()
+            assert (a.state, a.offsets) == (b.state, b.offsets)
+    now += 20_000
+    assert dicts(fast.step(now)) == dicts(slow.step(now))
+    assert fast.checkpoint().state == slow.checkpoint().state
+    assert calls["fast"] > 20 and all(pe.skip == {} for pe in fast.engines.values())
+
+
+def _engine(general_path: bool) -> tuple[PartitionEngine, GlobalLog, GlobalLog]:
+    instruments, marks = GlobalLog(0), GlobalLog(0)
+    pe = PartitionEngine(0, Engine(EngineConfig()), {}, {"instruments/0": instruments, "marks/0": marks}, {},
+                         idle_ms=1_000, now=0.0)
+    if general_path:
+        pe.skip = dict(NOBODY)
+    return pe, instruments, marks
+
+
+def test_a_mark_touches_the_holders_of_an_unvaluable_symbol_on_both_paths() -> None:
+    """An account holding a symbol that can't be valued is rewritten when a mark for it comes, though
+    none of its own records arrived and no event is emitted (the instrument is still missing): on
+    the fast path as on the general one."""
+    touched = []
+    for general_path in (False, True):
+        pe, instruments, marks = _engine(general_path)
+        instruments.append([(1_000, Feed.INSTRUMENTS, Instrument("ABC", Decimal(1), Decimal("0.1")), 0)], 1, 0.0)
+        pe.lanes[Feed.EP3].push([(1_000, Feed.EP3, Ep3PositionEvent(
+            "A", "SNAPSHOT", 1, 1_000, (PositionQty("XYZ", Decimal(2)),)), 0)], 1, 0.0)
+        pe.lanes[Feed.RISK].push([(1_000, Feed.RISK, RiskSnapshot(
+            "A", 1_000, (RiskPosition("XYZ", Decimal(2), None),), None, Decimal(0), Decimal(100), Decimal(50)), 0)],
+            1, 0.0)
+        pe.step(10_000.0)  # every lane idle: all released, time moves on, A is unvaluable on XYZ
+        assert pe.engine.unvaluable_index.get("XYZ") == {"A"}
+        pe.checkpoint()
+        if general_path:
+            pe.skip = dict(NOBODY)
+        assert pe.touched == set()
+        marks.append([(20_000, Feed.MARKS, Mark("XYZ", Decimal(7), 20_000), 0)], 1, 15_000.0)
+        assert pe.step(30_000.0) == []
+        touched.append(set(pe.touched))
+    assert touched[0] == touched[1] == {"A"}
+
+
+def test_pipeline_engines_start_on_the_fast_path() -> None:
+    """A fresh (or cleanly restored) engine has nothing to skip."""
+    pipe: Pipeline = new_pipeline(DictStore())
+    assert pipe.engine(0, 0.0).skip == {}
