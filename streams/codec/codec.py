@@ -162,7 +162,7 @@ class Codec:
         """
         out: list[Record | DecodeError] = []
         append = out.append
-        rule = self._rule
+        decode_body = self._decode_body
         prefix, plan, offset, direct = b"\xff", None, 0, None
         for data in batch:
             try:
@@ -170,16 +170,7 @@ class Codec:
                     plan, offset = self._resolver.plan(data)
                     prefix = bytes(data[:offset])
                     direct = self._direct_for(plan)
-                if direct is not None:
-                    try:
-                        record = direct(data, offset)
-                    except Exception:  # anything unusual: the generic path below gives the verdict
-                        pass
-                    else:
-                        if rule(record):
-                            append(record)
-                            continue
-                append(self._validate(read_body(plan, data, offset)))
+                append(decode_body(direct, plan, data, offset))
             except DecodeError as exc:
                 append(exc)
         return out

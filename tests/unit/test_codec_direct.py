@@ -16,6 +16,7 @@ from streams.codec import Codec, DecodeError, SchemaIds, default_schemas, input_
 from streams.codec import codec as codec_module
 from streams.codec.codec import INPUT_CLASSES
 from streams.codec.direct import Unsure, compile_reader, read_long
+from streams.codec.encoder import varint
 from streams.codec.framing import read_body
 from streams.core.records import Feed
 from tests.support.fake_registry import FakeRegistry, serve_fake_registry
@@ -139,13 +140,7 @@ def test_direct_equals_generic_for_damaged_bytes(feed: Feed, data: st.DataObject
 # --- hand-made bodies: encodings fastavro never writes but must be read (or refused) the same ---
 
 def _long(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63) if n >= 0 else ((n << 1) ^ -1)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return varint((n << 1) ^ (n >> 63) if n >= 0 else ((n << 1) ^ -1))
 
 
 def _str(s: str) -> bytes:
