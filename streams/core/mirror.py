@@ -56,7 +56,8 @@ def apply_ep3(acct: AccountState, ev: Ep3PositionEvent) -> str:
         touch[symbol] = ev.ts_ms
         if acct.ep3.get(symbol) != qty or symbol not in acct.ep3:
             _set_ep3(acct, symbol, qty)
-    acct.baseline_candidates.setdefault("EP3", (ev.ts_ms, dict(listed)))
+    if acct.ledger is None:  # a seeded ledger takes no other baseline: don't copy the book for nothing
+        acct.baseline_candidates.setdefault("EP3", (ev.ts_ms, listed))
     return "snapshot"
 
 
@@ -85,7 +86,8 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     acct.re_im = new_im
     acct.re_snapshot = snap
     acct.margin_dirty = True
-    acct.baseline_candidates.setdefault("RE", (snap.published_ts_ms, dict(new)))
+    if acct.ledger is None:
+        acct.baseline_candidates.setdefault("RE", (snap.published_ts_ms, dict(new)))
     return True
 
 
