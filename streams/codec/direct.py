@@ -16,7 +16,8 @@ results and rejections are those of the generic path by construction.
 
 Supported shapes: records whose fields match a NamedTuple class of the same name (same field names
 in order), `string`, `long`/`int`, decimal `bytes`, arrays (read as tuples) and two-branch unions of
-one of those with `null`. `compile_reader` returns None for any other schema, which then always takes the generic path.
+one of those with `null`. `compile_reader` (one body per buffer) and `compile_body` (bodies one after
+another, e.g. tape entries) return None for any other schema, which then always takes the generic path.
 """
 
 from __future__ import annotations
@@ -220,15 +221,26 @@ def _compile_record(schema: Mapping[str, Any], classes: Mapping[str, type], name
     return read
 
 
+def compile_body(definition: Mapping[str, Any], classes: Mapping[str, type]) -> Read | None:
+    """`read(data, pos) -> (record, end)` for one body of `definition` among others (e.g. entries of a
+    container block), or None if unsupported. Like `compile_reader` but without the check that the
+    body ends the data: the caller checks `end <= len(data)` (a string or decimal cut by the end of
+    the data is sliced short, not refused; whatever follows it then fails) and that nothing is left.
+    """
+    try:
+        return _compile_record(definition, classes, {})
+    except _Unsupported:
+        return None
+
+
 def compile_reader(definition: Mapping[str, Any], classes: Mapping[str, type]) -> Direct | None:
     """`read(data, offset) -> record` for bodies of the logical schema `definition`, or None if unsupported.
 
     `classes` maps record names to NamedTuple classes. `read` raises (Unsure or another exception)
     whenever the bytes are not a complete, canonical body; it never returns a partial record.
     """
-    try:
-        record = _compile_record(definition, classes, {})
-    except _Unsupported:
+    record = compile_body(definition, classes)
+    if record is None:
         return None
 
     def read(data: bytes, offset: int) -> Any:

@@ -21,6 +21,7 @@ Reader guarantees (`AvroTape`):
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import zlib
@@ -28,12 +29,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import fastavro
 
+from streams.codec.codec import INPUT_CLASSES
+from streams.codec.direct import Read, compile_body
 from streams.codec.schemas import AvroSchema, default_schemas, prepare
-from streams.core.records import FEED_OF, Feed, RecordError, parse_value
+from streams.core.records import FEED_OF, TYPED_RULES, Feed, RecordError, parse_value
 from streams.tapes.errors import MalformedRecord
 from streams.tapes.model import TapeRecord, topic_map
 
@@ -177,19 +180,51 @@ def resync(fh: BinaryIO, sync: bytes, start: int) -> bool:
     return False
 
 
+def read_entry(bio: BytesIO, schema: AvroSchema, block: Block, i: int) -> dict[str, Any]:
+    """Entry `i` of `block` from `bio`'s position (fastavro), decimals canonical; raises Corrupt if undecodable."""
+    try:
+        entry: Any = fastavro.schemaless_reader(bio, schema.raw, None)
+        return entry if schema.fix_raw is None else schema.fix_raw(entry)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise Corrupt(f"record {i}: undecodable: {type(exc).__name__}: {exc}", block.at, block.count) from exc
+
+
+def check_end(block: Block, end: int) -> None:
+    """Raise Corrupt unless the block's entries ended exactly at the end of its data."""
+    if end != len(block.data):
+        raise Corrupt(f"{len(block.data) - end} bytes left after {block.count} records", block.at, block.count)
+
+
 def iter_entries(block: Block, schema: AvroSchema) -> Iterator[tuple[int, dict[str, Any]]]:
     """`(record index, entry)` of a block, decimals canonical; raises Corrupt on undecodable bytes."""
     bio = BytesIO(block.data)
-    raw, fix, reader = schema.raw, schema.fix_raw, fastavro.schemaless_reader
     for i in range(block.count):
-        try:
-            entry: Any = reader(bio, raw, None)
-            yield i, (entry if fix is None else fix(entry))
-        except Exception as exc:
-            raise Corrupt(f"record {i}: undecodable: {type(exc).__name__}: {exc}", block.at, block.count) from exc
-    if bio.tell() != len(block.data):
-        raise Corrupt(f"{len(block.data) - bio.tell()} bytes left after {block.count} records", block.at,
-                      block.count)
+        yield i, read_entry(bio, schema, block, i)
+    check_end(block, bio.tell())
+
+
+class Entry(NamedTuple):
+    """A `TapeEntry` as the direct reader builds it (`value` is the feed's record)."""
+
+    ts_ms: int
+    topic: str
+    partition: int
+    offset: int
+    value: Any
+
+
+@functools.cache
+def _direct_entry(feed: Feed) -> Read | None:
+    return compile_body(entry_schema(feed), {**INPUT_CLASSES, "TapeEntry": Entry})
+
+
+def direct_reader(schema: AvroSchema, feed: Feed) -> Read | None:
+    """`read(data, pos) -> (Entry, end)` for this file's entries (see `streams.codec.direct`), or None.
+
+    Only for a file whose schema is exactly the one we write for `feed`: there the Avro types are
+    the ones `TYPED_RULES` assumes. Any other schema (older, foreign) is read the generic way.
+    """
+    return _direct_entry(feed) if schema.definition == entry_schema(feed) else None
 
 
 @dataclass
@@ -226,6 +261,7 @@ class AvroTape:
             try:
                 header = read_header(fh)
                 feed, schema = header.feed(), header.schema()
+                direct = direct_reader(schema, feed)
             except (Corrupt, KeyError, ValueError) as exc:
                 raise MalformedRecord(str(self.path), "header (byte 0)", str(exc)) from exc
             index = 0
@@ -242,27 +278,48 @@ class AvroTape:
                     continue
                 if block is None:
                     return
-                yield from self._records(block, feed, schema)
+                yield from self._records(block, feed, schema, direct)
                 self.bytes_read = block.end
                 index += 1
 
-    def _records(self, block: Block, feed: Feed, schema: AvroSchema) -> Iterator[TapeRecord]:
+    def _records(self, block: Block, feed: Feed, schema: AvroSchema, direct: Read | None) -> Iterator[TapeRecord]:
+        """The block's records in order. Each entry is read by `direct` when it can and its record
+        passes `TYPED_RULES`; otherwise (anything unusual, a contract violation) the entry is read
+        again from the same byte by fastavro and `parse_value`, which give the verdict and the errors."""
         where = f"block {block.index}"
-        done = 0
+        data, count = block.data, block.count
+        size, rule, bio, new = len(data), TYPED_RULES[feed], BytesIO(data), tuple.__new__
+        done = pos = 0
         try:
-            for i, entry in iter_entries(block, schema):
-                done = i + 1
+            for i in range(count):
+                done = i
+                if direct is not None:
+                    try:
+                        entry, end = direct(data, pos)
+                    except Exception:  # anything unusual: read this entry the generic way below
+                        pass
+                    else:
+                        # end <= size: nothing was sliced short by the end of the data
+                        if end <= size and rule(entry[4]):
+                            pos = end
+                            yield new(TapeRecord, (entry[0], feed, entry[4], f"{where} record {i}"))
+                            continue
+                bio.seek(pos)
+                value = read_entry(bio, schema, block, i)
+                pos = bio.tell()
                 try:
-                    record = parse_value(feed, entry["value"])
+                    record = parse_value(feed, value["value"])
                 except RecordError as exc:
                     if not self.skip_bad:
                         raise MalformedRecord(str(self.path), f"{where} record {i} (byte {block.at})",
                                               f"contract violation: {exc}") from exc
                     self.skipped += 1
                     continue
-                yield TapeRecord(entry["ts_ms"], feed, record, f"{where} record {i}")
+                yield TapeRecord(value["ts_ms"], feed, record, f"{where} record {i}")
+            done = count
+            check_end(block, pos)
         except Corrupt as exc:
-            exc.count = block.count - done
+            exc.count = count - done
             self._bad(exc, block.index)
 
     def _bad(self, exc: Corrupt, index: int) -> None:
