@@ -25,6 +25,7 @@ import functools
 import heapq
 import json
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -241,18 +242,38 @@ class AvroTape:
     bytes_read: int = 0
 
     def __iter__(self) -> Iterator[TapeRecord]:
+        # The window holds `(ts_ms, n, record)`, released smallest first. While entries come in ts
+        # order (the usual case) the pending ones are in order too and wait in a FIFO; the first one
+        # older than the newest moves them into a heap (a sorted list already is one), which serves
+        # until only the newest entry is left. Same order as one heap, without its cost per entry.
+        fifo: deque[tuple[int, int, TapeRecord]] = deque()
         heap: list[tuple[int, int, TapeRecord]] = []
         newest = released = -(1 << 62)
-        push, pop = heapq.heappush, heapq.heappop
+        window = self.reorder_ms
+        push, pop, append, popleft = heapq.heappush, heapq.heappop, fifo.append, fifo.popleft
         for n, rec in enumerate(self._read()):
             ts = rec.ts_ms
             if ts < released:
                 self.late += 1
+            if ts >= newest and not heap:
+                newest = ts
+                append((ts, n, rec))
+                while fifo[0][0] <= newest - window:
+                    released = fifo[0][0]
+                    yield popleft()[2]
+                continue
+            if fifo:
+                heap = list(fifo)
+                fifo.clear()
             newest = max(newest, ts)
             push(heap, (ts, n, rec))
-            while heap[0][0] <= newest - self.reorder_ms:
+            while heap[0][0] <= newest - window:
                 released = heap[0][0]
                 yield pop(heap)[2]
+            if len(heap) == 1:  # only the newest entry is left: back to the FIFO
+                append(pop(heap))
+        while fifo:
+            yield popleft()[2]
         while heap:
             yield pop(heap)[2]
 

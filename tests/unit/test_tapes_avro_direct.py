@@ -1,6 +1,7 @@
 """Avro tapes read directly (streams.codec.direct) give exactly what the generic fastavro path gives:
 same records, same MalformedRecord (file, position, message, cause), same counters, on good and
-damaged tapes, as the reader before the direct path (`Reference`, kept here verbatim) did."""
+damaged tapes, as the reader before the direct path (`Reference`, kept here verbatim) did; and the
+reorder window's FIFO/heap gives the order and `late` count of one heap."""
 
 from __future__ import annotations
 
@@ -270,3 +271,40 @@ def test_same_outcome_for_unusual_encodings(tmp_path: Path, name: str, codec: st
     path = tape(tmp_path / "t.avro", Feed.MARKS, [(2, good + good), (3, good + UNUSUAL[name] + good), (1, good)],
                 codec)
     assert_same(path)
+
+
+# --- the reorder window ----------------------------------------------------------------------------
+
+def one_heap(ts: list[int], window: int) -> tuple[list[int], int]:
+    """The window as it was: every entry through one heap; (release order, late count)."""
+    heap: list[tuple[int, int]] = []
+    out, late, newest, released = [], 0, -(1 << 62), -(1 << 62)
+    for n, t in enumerate(ts):
+        late += t < released
+        newest = max(newest, t)
+        heapq.heappush(heap, (t, n))
+        while heap[0][0] <= newest - window:
+            released = heap[0][0]
+            out.append(heapq.heappop(heap)[1])
+    return out + [n for _, n in sorted(heap)], late
+
+
+class Listed(AvroTape):
+    def __init__(self, ts: list[int], window: int) -> None:
+        super().__init__(Path("-"), reorder_ms=window)
+        self.ts = ts
+
+    def _read(self) -> Iterator[TapeRecord]:
+        for n, t in enumerate(self.ts):
+            yield TapeRecord(t, Feed.MARKS, Mark("BTC", None, t), n)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ts=st.lists(st.one_of(st.integers(0, 40), st.integers(0, 3)), max_size=60),
+       window=st.sampled_from([1, 2, 5, 30]), sorted_run=st.booleans())
+def test_window_releases_as_one_heap(ts: list[int], window: int, sorted_run: bool) -> None:
+    """In order, shuffled, with ties, very late entries: same order and `late` count as one heap."""
+    if sorted_run:  # mostly in order with a few late ones, the usual shape of a tape
+        ts = sorted(ts[: len(ts) // 2]) + ts[len(ts) // 2:]
+    tape_ = Listed(ts, window)
+    assert ([r.where for r in tape_], tape_.late) == one_heap(ts, window)
