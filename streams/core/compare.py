@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from streams.core.events import AvailGapFlip, PositionMismatch, Unvaluable, event_id
+from streams.core.events import AvailGapFlip, PositionMismatch, event_id, new_position_mismatch, new_unvaluable
 from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode
 from streams.core.valuation import ZERO, position_im, unvaluable_reason
 
@@ -92,7 +92,7 @@ def mismatch_event(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: 
     snap = ep.re_snapshot
     if not ep.event_id:
         ep.event_id = event_id(eng.cfg.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
-    return PositionMismatch(
+    return new_position_mismatch(
         ep.event_id, version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
         ep.cls, ep.ep3_qty, ep.re_qty, (ep.ep3_qty or ZERO) - (ep.re_qty or ZERO),  # type: ignore[arg-type]
         ep.first_seen, ep.confirmed, resolved, ep.fresher, ep.mark, ep.im_delta,  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ def _unvaluable_episode(eng: Engine, acct: AccountState, source: str, symbol: st
 def _emit_unvaluable(eng: Engine, acct: AccountState, ep: UnvaluableEpisode, state: str,
                      resolved: int | None) -> None:
     ep.version += 1
-    eng.emit(Unvaluable(ep.event_id, ep.version, eng.cfg.env, ep.source_in_force, acct.account_id, ep.symbol,
+    eng.emit(new_unvaluable(ep.event_id, ep.version, eng.cfg.env, ep.source_in_force, acct.account_id, ep.symbol,
                         ep.source, state, ep.qty, ep.reason, ep.first_seen, resolved))  # type: ignore[arg-type]
 
 

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from streams.core import compare, mirror, witness
-from streams.core.events import Event, FeedHealth, PositionMismatch, SourceTransition, event_id
+from streams.core.events import Event, PositionMismatch, event_id, new_feed_health, new_source_transition
 from streams.core.params import EngineConfig
 from streams.core.records import (
     Ep3PositionEvent,
@@ -185,7 +185,7 @@ class Engine:
             self.stats["og_stale"] += 1
             return
         if og.positions_source != before:
-            self.emit(SourceTransition(
+            self.emit(new_source_transition(
                 event_id(self.cfg.env, "source_transition", og.account_id, self.now, og.positions_source),
                 1, self.cfg.env, og.positions_source, self.now, before, og.positions_source,
                 og.account_id, self.cfg.scope,
@@ -268,7 +268,7 @@ class Engine:
         for feed, n in sorted(self._minute_counts.items()):
             name = str(feed)
             self.records_by_feed[name] += n
-            self.emit(FeedHealth(event_id(self.cfg.env, "feed_health", self.cfg.scope, minute, name), 1,
+            self.emit(new_feed_health(event_id(self.cfg.env, "feed_health", self.cfg.scope, minute, name), 1,
                                  self.cfg.env, self.source, minute, name, n, self.cfg.scope))
         self._minute_counts.clear()
         self._minute = ts_ms - ts_ms % MINUTE_MS

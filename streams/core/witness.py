@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streams.core.events import WitnessCheck, event_id
+from streams.core.events import event_id, new_witness_check
 from streams.core.state import AccountState, AnomalyEpisode, checksum
 from streams.core.valuation import ZERO
 
@@ -81,7 +81,7 @@ def _emit_anomaly(eng: Engine, acct: AccountState, ep: AnomalyEpisode, state: st
     ep.version += 1
     if not ep.event_id:
         ep.event_id = event_id(eng.cfg.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
-    eng.emit(WitnessCheck(
+    eng.emit(new_witness_check(
         ep.event_id, ep.version, eng.cfg.env, ep.source, "anomaly", ep.first_seen, acct.account_id, ep.symbol,
         ep.ledger_qty, ep.ep3_qty, ep.status, state, acct.baseline, ep.first_seen,  # type: ignore[arg-type]
         ep.confirmed, resolved, eng.cfg.scope, None, None, None, None, None,
@@ -108,7 +108,7 @@ def sweep(eng: Engine, at: int) -> None:
                 if age > dormant_after:
                     dormant += 1
                     oldest = age if oldest is None or age > oldest else oldest
-    eng.emit(WitnessCheck(
+    eng.emit(new_witness_check(
         event_id(eng.cfg.env, "witness_sweep", eng.cfg.scope, at), 1, eng.cfg.env, eng.source, "sweep", at,
         None, None, None, None, None, None, None, None, None, None, eng.cfg.scope,
         checked, differing, eng.open_anomalies, dormant, oldest,
