@@ -95,8 +95,18 @@ class Engine:
         if self._dirty:
             self._settle()
         timers = self._timers
+        accounts = self.accounts
         while timers and timers[0][0] < ts_ms:
             deadline, kind, account_id, symbol, first_seen = heapq.heappop(timers)
+            if kind != witness.SWEEP_TIMER:
+                # most grace timers belong to episodes that resolved as races: drop those here, as
+                # confirm_* would (nothing was dirty, so skipping the instant changes nothing)
+                acct = accounts.get(account_id)
+                if acct is None:
+                    continue
+                ep = (acct.mismatches if kind == compare.MISMATCH_TIMER else acct.anomalies).get(symbol)
+                if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+                    continue
             self.now = deadline
             self._fire(deadline, kind, account_id, symbol, first_seen)
             if self._dirty:

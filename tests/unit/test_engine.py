@@ -132,6 +132,29 @@ def test_disagreement_one_ms_past_grace_is_persistent_and_keeps_class_when_resol
     assert [e.state for e in d.emitted if isinstance(e, PositionMismatch)] == ["confirmed", "resolved"]
 
 
+def test_timers_of_resolved_episodes_are_dropped_and_live_ones_fire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """advance() drops a grace timer whose episode is gone (a race) without firing it; a timer whose
+    episode is still open fires and confirms it, and the sweep timer always fires."""
+    fired: list[tuple[int, str]] = []
+    real_fire = Engine._fire
+
+    def spy(self: Engine, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
+        fired.append((kind, symbol))
+        real_fire(self, deadline, kind, account_id, symbol, first_seen)
+
+    monkeypatch.setattr(Engine, "_fire", spy)
+    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1", ETH="1"))
+    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1", ETH="1"))
+    d.at(10, Feed.EP3, ep3("A", 2, T0 + 10, BTC="2", ETH="2"))
+    d.at(500, Feed.RISK, risk("A", T0 + 500, BTC="2", ETH="1"))  # BTC resolves as a race, ETH stays apart
+    d.advance(61_000)
+    # BTC's mismatch timer never reached _fire (the witness's anomaly timers are live here: no fills)
+    assert [f for f in fired if f[0] != 1] == [(0, "ETH"), (2, "")]
+    assert d.engine._timers and all(t[1] == 2 for t in d.engine._timers)
+    assert sorted((m.symbol, m.cls, m.state) for m in d.events(PositionMismatch)) == [
+        ("BTC", "propagation_race", "resolved"), ("ETH", "persistent", "confirmed")]
+
+
 def test_re_older_than_ep3_update_names_ep3_fresher() -> None:
     """When RE's snapshot predates EP3's word on the symbol, EP3 is the fresher side."""
     d = Driver().at(0, Feed.RISK, risk("A", T0 - 500, BTC="1"))
