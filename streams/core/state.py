@@ -119,7 +119,24 @@ MASK = (1 << 64) - 1
 _SYMBOL_KEYS: dict[str, int] = {}  # symbol -> 64-bit key; symbols are few (one per instrument)
 
 
+_POS_HASHES: dict[tuple[str, Decimal], int] = {}  # (symbol, qty) -> pos_hash: a bounded memo
+POS_HASH_MEMO = 1 << 16
+
+
 def pos_hash(symbol: str, qty: Decimal) -> int:
+    """`position_hash`, memoised: a position's contribution is added when it is set and subtracted
+    when it changes, and the EP3 mirror and the ledger hold the same positions, so most calls repeat
+    one (~0.2 µs instead of ~0.65). Equal quantities (62, 62.0) share an entry and a hash."""
+    key = (symbol, qty)
+    h = _POS_HASHES.get(key)
+    if h is None:
+        if len(_POS_HASHES) >= POS_HASH_MEMO:
+            _POS_HASHES.clear()
+        h = _POS_HASHES[key] = position_hash(symbol, qty)
+    return h
+
+
+def position_hash(symbol: str, qty: Decimal) -> int:
     """Order-independent contribution of one non-zero position to a set checksum.
 
     Deterministic across processes and well mixed. Not `hash((symbol, qty))`: str hashes are salted

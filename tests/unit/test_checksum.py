@@ -8,6 +8,9 @@ import sys
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
+
+from streams.core import state
 from streams.core.state import checksum
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,3 +44,14 @@ def test_equal_sets_have_equal_checksums_whatever_the_order_or_scale() -> None:
     assert checksum(one) == checksum(other)
     assert checksum(one) != checksum({**other, "BTC-PERP": D("1.4")})
     assert checksum({}) == checksum({"X": D("0")}) == 0
+
+
+def test_memoised_pos_hash_equals_the_computed_one_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "POS_HASH_MEMO", 8)
+    monkeypatch.setattr(state, "_POS_HASHES", {})
+    cases = [(s, D(q)) for s in ("BTC-PERP", "EUR-PERP") for q in ("1", "-2.5", "62", "62.0", "0.001", "7")]
+    for _ in range(3):  # misses, then hits (and a clear when the memo is full)
+        for s, q in cases:
+            assert state.pos_hash(s, q) == state.position_hash(s, q)
+            assert len(state._POS_HASHES) <= 8
+    assert state.pos_hash("EUR-PERP", D("62")) == state.pos_hash("EUR-PERP", D("62.000"))
