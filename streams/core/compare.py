@@ -30,14 +30,16 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
     r = re.get(symbol)
     ep = acct.mismatches.get(symbol)
     if (e or ZERO) != (r or ZERO):
+        now = eng.now
         if ep is None:
             if not eng.risk_live():
                 eng.stats["compare_held_risk_silent"] += 1
                 return
-            ep = MismatchEpisode("", symbol, eng.now, source=eng.source_for(acct))  # id made when emitted
-            acct.mismatches[symbol] = ep
-            eng.schedule(eng.now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, eng.now)
-        _observe(eng, acct, ep, e, r)
+            og = acct.og  # the source in force: Engine.source_for, inlined
+            ep = MismatchEpisode("", symbol, now, og.positions_source if og is not None else eng.source)
+            acct.mismatches[symbol] = ep  # the id is made when first emitted: most episodes are races
+            eng.schedule(now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, now)
+        _observe(eng, acct, ep, e, r, now)
     elif ep is not None:
         del acct.mismatches[symbol]
         if ep.confirmed is None:
@@ -45,21 +47,28 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
         _emit_mismatch(eng, acct, ep, "resolved", eng.now)
 
 
-def _observe(eng: Engine, acct: AccountState, ep: MismatchEpisode, e: Decimal | None, r: Decimal | None
-             ) -> None:
+def _observe(eng: Engine, acct: AccountState, ep: MismatchEpisode, e: Decimal | None, r: Decimal | None,
+             now: int) -> None:
     snap = acct.re_snapshot
+    symbol = ep.symbol
     ep.ep3_qty, ep.re_qty, ep.re_snapshot = e, r, snap
-    ep.mark = eng.marks.get(ep.symbol)
-    ep3_im = position_im(ep.symbol, e, eng.instruments, eng.marks)
-    re_im = position_im(ep.symbol, r, eng.instruments, eng.marks)
-    ep.im_delta = None if ep3_im is None or re_im is None else ep3_im - re_im
+    # position_im of both sides, with the instrument and mark looked up once
+    ep.mark = mark = eng.marks.get(symbol)
+    inst = eng.instruments.get(symbol)
+    if inst is None or mark is None:
+        ep.im_delta = ZERO if not e and not r else None
+    else:
+        ep3_im = abs(e) * inst.contract_size * mark * inst.im_rate if e else ZERO
+        re_im = abs(r) * inst.contract_size * mark * inst.im_rate if r else ZERO
+        ep.im_delta = ep3_im - re_im
     if snap is not None:
-        ep.snapshot_age_ms = eng.now - snap.published_ts_ms
-        ep3_ts = acct.ep3_touch.get(ep.symbol)
-        if ep3_ts is None or ep3_ts == snap.published_ts_ms:
+        published = snap.published_ts_ms
+        ep.snapshot_age_ms = now - published
+        ep3_ts = acct.ep3_touch.get(symbol)
+        if ep3_ts is None or ep3_ts == published:
             ep.fresher = "UNKNOWN"
         else:
-            ep.fresher = "EP3" if ep3_ts > snap.published_ts_ms else "RE"
+            ep.fresher = "EP3" if ep3_ts > published else "RE"
 
 
 def confirm_mismatch(eng: Engine, acct: AccountState, symbol: str, first_seen: int, at: int) -> None:
