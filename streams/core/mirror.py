@@ -66,8 +66,9 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     prev = acct.re_snapshot
     if prev is not None and snap.published_ts_ms < prev.published_ts_ms:
         return False
-    new = {p.symbol: p.qty for p in snap.positions}
-    new_im = {p.symbol: p.im for p in snap.positions}
+    positions = snap.positions
+    new = {s: q for s, q, _ in positions}
+    new_im = {s: im for s, _, im in positions}
     old = acct.re
     dirty = acct.dirty
     if old is None:
