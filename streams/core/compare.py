@@ -11,7 +11,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from streams.core.events import AvailGapFlip, PositionMismatch, event_id, new_position_mismatch, new_unvaluable
+from streams.core.events import (
+    AvailGapFlip,
+    PositionMismatch,
+    episode_id,
+    event_id,
+    new_position_mismatch,
+    new_unvaluable,
+)
 from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode
 from streams.core.valuation import ZERO, position_im, unvaluable_reason
 
@@ -100,7 +107,7 @@ def mismatch_event(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: 
                    version: int) -> PositionMismatch:
     snap = ep.re_snapshot
     if not ep.event_id:
-        ep.event_id = event_id(eng.cfg.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
+        ep.event_id = episode_id(eng.cfg.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
     return new_position_mismatch(
         ep.event_id, version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
         ep.cls, ep.ep3_qty, ep.re_qty, (ep.ep3_qty or ZERO) - (ep.re_qty or ZERO),  # type: ignore[arg-type]

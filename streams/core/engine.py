@@ -249,7 +249,7 @@ class Engine:
                     if re is not None and ((re.get(symbol) or ZERO) != e or symbol in mismatches):
                         compare.compare_symbol(self, acct, symbol)
                     if (unvaluable or symbol not in instruments or symbol not in marks
-                            or (symbol in re_im and re_im[symbol] is None)):
+                            or re_im.get(symbol, ZERO) is None):
                         compare.check_unvaluable(self, acct, symbol)
                     if ledger is not None and ((ledger.get(symbol) or ZERO) != e or symbol in anomalies):
                         witness.compare_ledger(self, acct, symbol, now)

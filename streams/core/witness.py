@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streams.core.events import event_id, new_witness_check
+from streams.core.events import episode_id, event_id, new_witness_check
 from streams.core.state import AccountState, AnomalyEpisode, checksum
 from streams.core.valuation import ZERO
 
@@ -80,7 +80,7 @@ def confirm_anomaly(eng: Engine, acct: AccountState, symbol: str, first_seen: in
 def _emit_anomaly(eng: Engine, acct: AccountState, ep: AnomalyEpisode, state: str, resolved: int | None) -> None:
     ep.version += 1
     if not ep.event_id:
-        ep.event_id = event_id(eng.cfg.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
+        ep.event_id = episode_id(eng.cfg.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
     eng.emit(new_witness_check(
         ep.event_id, ep.version, eng.cfg.env, ep.source, "anomaly", ep.first_seen, acct.account_id, ep.symbol,
         ep.ledger_qty, ep.ep3_qty, ep.status, state, acct.baseline, ep.first_seen,  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import pickle
 from decimal import Decimal as D
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ import pytest
 
 from streams.core import events
 from streams.core.events import EVENT_TYPES, PositionMismatch, _Event, fast_constructor
+from streams.core.records import Feed
 
 
 def _values(cls: type) -> list[Any]:
@@ -83,3 +85,23 @@ class _NoSlots(_Event):
 def test_classes_the_trick_does_not_fit_keep_their_own_constructor(cls: type) -> None:
     assert fast_constructor(cls) is cls
     assert fast_constructor(cls)("x") == cls("x")
+
+
+@pytest.mark.parametrize("parts", [
+    ("demo", "position_mismatch", "A-1", "BTC-PERP", 1_780_000_000_000),
+    ("demo", "unvaluable", "A", None, "EP3", D("0.50"), 0),
+    (Feed.MARKS, "feed_health", "", -1),  # a str subclass prints as str() does
+], ids=["mismatch", "with-none-and-decimal", "str-subclass"])
+def test_event_id_is_the_blake2b_of_the_parts_text(parts: tuple[object, ...]) -> None:
+    raw = "\x1f".join("" if p is None else str(p) for p in parts)
+    assert events.event_id(*parts) == hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+@pytest.mark.parametrize("parts", [
+    ("demo", "position_mismatch", "A-1", "BTC-PERP", 1_780_000_000_000),
+    ("prod", "witness_check", "", "X", -5),
+    (Feed.MARKS, "position_mismatch", "A", "B", 1),  # a str subclass: the general path
+    ("demo", "position_mismatch", "A", "B", True),  # a bool is no plain int: the general path
+], ids=["mismatch", "empty-and-negative", "str-subclass", "bool"])
+def test_episode_id_is_event_id(parts: tuple[Any, ...]) -> None:
+    assert events.episode_id(*parts) == events.event_id(*parts)
