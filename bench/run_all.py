@@ -1,6 +1,6 @@
 """Every benchmark in one command (`make bench`), each printing its figures next to its baseline.
 
-    .venv/bin/python bench/run_all.py [--quick] [--only replay,codec,worker,tapes]
+    .venv/bin/python bench/run_all.py [--quick] [--only replay,codec,worker,pipeline,tapes]
 
 Full sizes are the ones the README's figures were measured with (about 15 minutes on a 2-core
 machine, most of it the 5M-record tapes benchmark); `--quick` runs each on a tenth of the data to
@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "replay": ("replay_bench.py", [], ["--records", "100000", "--tape", "/tmp/divmon-bench/quick.jsonl"]),
     "codec": ("codec_bench.py", [], ["--records", "20000", "--repeat", "2"]),
     "worker": ("worker_bench.py", [], ["--fills", "15000", "--accounts", "200", "--naive-records", "10000"]),
+    "pipeline": ("pipeline_bench.py", [], ["--fills", "2000", "--accounts", "200", "--rounds", "1"]),
     "tapes": ("tapes_bench.py", [], ["--records", "500000", "--dir", "/tmp/divmon-bench/tapes-quick"]),
 }
 
