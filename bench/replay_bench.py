@@ -13,6 +13,11 @@ CPU seconds are reported (process time), which is steadier than wall time on a s
 not steady enough on a host with noisy neighbours (the same phase measured 0.9 to 1.5 s within a
 minute here): the phases run in interleaved rounds (`--rounds`, default 3) and each phase's best
 round counts, with the spread between its best and worst round printed next to it.
+With `--instructions N`, the phases are also run under `valgrind --tool=callgrind` on the tape's
+first N records and on an empty tape, and the difference (instructions per record, start-up and
+imports excluded) is printed with its ratio to the bare parse. Instruction counts don't move with
+the host's load, so they compare runs and machines that CPU seconds can't; they don't see cache
+misses or branch mispredictions, which is where interpreted code loses most against a C loop.
 Goal from the issue: replay ≤ 3× bare parse.
 """
 
@@ -20,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +92,33 @@ def run_phase(name: str, tape: Path) -> tuple[float, int, str]:
     return float(cpu), int(rss), result
 
 
+def count_instructions(name: str, tape: Path) -> int:
+    """Instructions executed by one phase on `tape` (callgrind's total, start-up included)."""
+    err = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                          "-c", MEASURE, PHASES[name], str(tape)], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stderr
+    found = re.search(r"Collected : (\d+)", err)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output for {name}:\n{err[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions(tape: Path, n: int) -> dict[str, float]:
+    """Instructions per record of each phase on the first `n` records of `tape`, net of start-up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        head, empty = Path(tmp) / "head.jsonl", Path(tmp) / "empty.jsonl"
+        with tape.open(encoding="utf-8") as src, head.open("w", encoding="utf-8") as dst:
+            for i, line in enumerate(src):
+                if i == n:
+                    break
+                dst.write(line)
+        empty.write_text("")
+        jobs = [(name, t) for name in PHASES for t in (head, empty)]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is ~50x slower: use both cores
+            counts = dict(zip(jobs, pool.map(lambda job: count_instructions(*job), jobs), strict=True))
+    return {name: (counts[(name, head)] - counts[(name, empty)]) / n for name in PHASES}
+
+
 def ensure_tape(tape: Path, records: int) -> None:
     meta = tape.with_suffix(".meta.json")
     if tape.exists() and meta.exists() and json.loads(meta.read_text()).get("records") == records:
@@ -101,6 +136,8 @@ def main() -> int:
     ap.add_argument("--tape", type=Path, default=Path("/tmp/divmon-bench/day.jsonl"))
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each phase's best counts")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument("--instructions", type=int, metavar="N", default=0,
+                    help="also count instructions (valgrind) on the first N records; 50000 takes ~5 min")
     args = ap.parse_args()
     ensure_tape(args.tape, args.records)
     started = time.perf_counter()
@@ -120,6 +157,11 @@ def main() -> int:
     for f in figures.values():
         f["ratio_to_parse"] = round(f["cpu_s"] / parse, 2)
         f["ratio_to_msgspec"] = round(f["cpu_s"] / bare_msgspec, 2)
+    if args.instructions:
+        per_record = instructions(args.tape, args.instructions)
+        for name, f in figures.items():
+            f["instructions_per_record"] = round(per_record[name])
+            f["instructions_ratio_to_parse"] = round(per_record[name] / per_record["parse"], 2)
     if args.json:
         print(json.dumps(figures))
     else:
@@ -130,6 +172,11 @@ def main() -> int:
             print(f"{name:<8} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
                   f"{f['ratio_to_msgspec']:>10.2f} {f['peak_rss_mb']:>7} MB {f['spread']:>10.2f}×")
         print(f"replay: {figures['replay']['result']} (records, events emitted, unexplained)")
+        if args.instructions:
+            print(f"instructions per record on the first {args.instructions:,} records (callgrind, start-up "
+                  "excluded): " + ", ".join(f"{n} {f['instructions_per_record']:,} "
+                                            f"({f['instructions_ratio_to_parse']:.2f}× parse)"
+                                            for n, f in figures.items()))
         print(f"goal: replay ≤ 3.00× bare parse — measured {figures['replay']['ratio_to_parse']:.2f}× "
               f"(best of {args.rounds} rounds, {time.perf_counter() - started:.0f} s wall)")
     return 0
