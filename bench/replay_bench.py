@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,8 @@ def count_instructions(name: str, tape: Path) -> int:
 
 def instructions(tape: Path, n: int) -> dict[str, float]:
     """Instructions per record of each phase on the first `n` records of `tape`, net of start-up."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind on PATH (Debian: apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         head, empty = Path(tmp) / "head.jsonl", Path(tmp) / "empty.jsonl"
         with tape.open(encoding="utf-8") as src, head.open("w", encoding="utf-8") as dst:
