@@ -19,8 +19,8 @@ from streams.core.events import (
     new_position_mismatch,
     new_unvaluable,
 )
-from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode
-from streams.core.valuation import ZERO, position_im, unvaluable_reason
+from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode, awaiting_confirmation
+from streams.core.valuation import ZERO, im_delta, position_im, unvaluable_reason
 
 if TYPE_CHECKING:
     from streams.core.engine import Engine
@@ -42,8 +42,7 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
             if not eng.risk_live():
                 eng.stats["compare_held_risk_silent"] += 1
                 return
-            og = acct.og  # the source in force: Engine.source_for, inlined
-            ep = MismatchEpisode("", symbol, now, og.positions_source if og is not None else eng.source)
+            ep = MismatchEpisode("", symbol, now, eng.source_for(acct))
             acct.mismatches[symbol] = ep  # the id is made when first emitted: most episodes are races
             eng.schedule(now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, now)
         _observe(eng, acct, ep, e, r, now)
@@ -59,15 +58,8 @@ def _observe(eng: Engine, acct: AccountState, ep: MismatchEpisode, e: Decimal | 
     snap = acct.re_snapshot
     symbol = ep.symbol
     ep.ep3_qty, ep.re_qty, ep.re_snapshot = e, r, snap
-    # position_im of both sides, with the instrument and mark looked up once
-    ep.mark = mark = eng.marks.get(symbol)
-    inst = eng.instruments.get(symbol)
-    if inst is None or mark is None:
-        ep.im_delta = ZERO if not e and not r else None
-    else:
-        ep3_im = abs(e) * inst.contract_size * mark * inst.im_rate if e else ZERO
-        re_im = abs(r) * inst.contract_size * mark * inst.im_rate if r else ZERO
-        ep.im_delta = ep3_im - re_im
+    ep.mark = eng.marks.get(symbol)
+    ep.im_delta = im_delta(symbol, e, r, eng.instruments, eng.marks)
     if snap is not None:
         published = snap.published_ts_ms
         ep.snapshot_age_ms = now - published
@@ -80,8 +72,8 @@ def _observe(eng: Engine, acct: AccountState, ep: MismatchEpisode, e: Decimal | 
 
 def confirm_mismatch(eng: Engine, acct: AccountState, symbol: str, first_seen: int, at: int) -> None:
     """Grace ran out with the views still apart: the mismatch is confirmed and classified."""
-    ep = acct.mismatches.get(symbol)
-    if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+    ep = awaiting_confirmation(acct.mismatches, symbol, first_seen)
+    if ep is None:
         return
     if not eng.risk_live():
         del acct.mismatches[symbol]

@@ -34,7 +34,7 @@ from streams.core.records import (
     Record,
     RiskSnapshot,
 )
-from streams.core.state import AccountState
+from streams.core.state import AccountState, awaiting_confirmation
 from streams.core.valuation import ZERO
 
 MINUTE_MS = 60_000
@@ -104,8 +104,10 @@ class Engine:
                 acct = accounts.get(account_id)
                 if acct is None:
                     continue
-                ep = (acct.mismatches if kind == compare.MISMATCH_TIMER else acct.anomalies).get(symbol)
-                if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+                if kind == compare.MISMATCH_TIMER:
+                    if awaiting_confirmation(acct.mismatches, symbol, first_seen) is None:
+                        continue
+                elif awaiting_confirmation(acct.anomalies, symbol, first_seen) is None:
                     continue
             self.now = deadline
             self._fire(deadline, kind, account_id, symbol, first_seen)

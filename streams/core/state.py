@@ -11,8 +11,10 @@ present-and-flat. The same holds for `re` and `ledger`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from streams.core.records import OgMargin, RiskSnapshot
 
@@ -75,6 +77,9 @@ class UnvaluableEpisode:
     version: int = 0
 
 
+E = TypeVar("E", MismatchEpisode, AnomalyEpisode)
+
+
 @dataclass(slots=True)
 class AccountState:
     account_id: str
@@ -111,6 +116,15 @@ class AccountState:
     def unsettled(self) -> bool:
         """Work the next settle will do (dirty symbols, margin flag, baseline candidates)."""
         return bool(self.dirty or self.margin_dirty or self.baseline_candidates)
+
+
+def awaiting_confirmation(episodes: Mapping[str, E], symbol: str, first_seen: int) -> E | None:
+    """The episode a grace timer set at `first_seen` is for, if it is still waiting to be confirmed
+    (None once it resolved as a race, or a later episode replaced it)."""
+    ep = episodes.get(symbol)
+    if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+        return None
+    return ep
 
 
 MASK = (1 << 64) - 1

@@ -39,6 +39,19 @@ def position_im(symbol: str, qty: Decimal | None, instruments: Mapping[str, Inst
     return abs(qty) * inst.contract_size * mark * inst.im_rate
 
 
+def im_delta(symbol: str, a: Decimal | None, b: Decimal | None, instruments: Mapping[str, Instrument],
+             marks: Mapping[str, Decimal]) -> Decimal | None:
+    """`position_im(a) - position_im(b)` for two quantities of one symbol (None if either is unknown),
+    with the instrument and mark looked up once."""
+    inst = instruments.get(symbol)
+    mark = marks.get(symbol)
+    if inst is None or mark is None:
+        return ZERO if not a and not b else None
+    a_im = abs(a) * inst.contract_size * mark * inst.im_rate if a else ZERO
+    b_im = abs(b) * inst.contract_size * mark * inst.im_rate if b else ZERO
+    return a_im - b_im
+
+
 def total_im(positions: Mapping[str, Decimal], instruments: Mapping[str, Instrument],
              marks: Mapping[str, Decimal]) -> Decimal | None:
     """IM of a whole position set; None as soon as one position is unvaluable."""

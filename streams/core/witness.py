@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from streams.core.events import episode_id, event_id, new_witness_check
-from streams.core.state import AccountState, AnomalyEpisode, checksum
+from streams.core.state import AccountState, AnomalyEpisode, awaiting_confirmation, checksum
 from streams.core.valuation import ZERO
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> Non
 
 
 def confirm_anomaly(eng: Engine, acct: AccountState, symbol: str, first_seen: int, at: int) -> None:
-    ep = acct.anomalies.get(symbol)
-    if ep is None or ep.first_seen != first_seen or ep.confirmed is not None:
+    ep = awaiting_confirmation(acct.anomalies, symbol, first_seen)
+    if ep is None:
         return
     ep.confirmed = at
     if ep.ep3_qty is None and ep.ledger_qty:
