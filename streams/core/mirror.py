@@ -10,20 +10,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 from streams.core.records import Ep3PositionEvent, Fill, OgMargin, RiskSnapshot
-from streams.core.state import MASK, AccountState, pos_hash
+from streams.core.state import AccountState
 
 
 def _set_ep3(acct: AccountState, symbol: str, qty: Decimal | None) -> None:
-    """Set (or, with None, remove) one EP3 position, keeping the set checksum current."""
-    old = acct.ep3.get(symbol)
-    if old:
-        acct.ep3_sum = (acct.ep3_sum - pos_hash(symbol, old)) & MASK
+    """Set (or, with None, remove) one EP3 position; the set checksums are recomputed by the next
+    sweep that needs them (`witness.sums_differ`)."""
     if qty is None:
         del acct.ep3[symbol]
     else:
         acct.ep3[symbol] = qty
-        if qty:
-            acct.ep3_sum = (acct.ep3_sum + pos_hash(symbol, qty)) & MASK
+    acct.sums_stale = True
     acct.dirty.add(symbol)
 
 
@@ -105,13 +102,8 @@ def apply_fill(acct: AccountState, fill: Fill) -> bool:
     ledger = acct.ledger
     if ledger is None or fill.ts_ms <= acct.baseline_ts:
         return False
-    old = ledger.get(fill.symbol)
-    if old:
-        acct.ledger_sum = (acct.ledger_sum - pos_hash(fill.symbol, old)) & MASK
-    new = (old or Decimal(0)) + fill.qty
-    ledger[fill.symbol] = new
-    if new:
-        acct.ledger_sum = (acct.ledger_sum + pos_hash(fill.symbol, new)) & MASK
+    ledger[fill.symbol] = (ledger.get(fill.symbol) or Decimal(0)) + fill.qty
+    acct.sums_stale = True
     acct.ledger_touch[fill.symbol] = fill.ts_ms
     acct.dirty.add(fill.symbol)
     return True

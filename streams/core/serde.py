@@ -33,7 +33,6 @@ from streams.core.state import (
     FlipEpisode,
     MismatchEpisode,
     UnvaluableEpisode,
-    checksum,
 )
 
 FORMAT = 1
@@ -146,7 +145,7 @@ def account_to_dict(a: AccountState) -> dict[str, Any]:
 
 
 def account_from_dict(v: Mapping[str, Any]) -> AccountState:
-    """The inverse of `account_to_dict`, with the set checksums recomputed."""
+    """The inverse of `account_to_dict` (the set checksums are recomputed when a sweep needs them)."""
     a = AccountState(v["account_id"])
     a.ep3 = _Dmap(v["ep3"])
     a.ep3_touch = dict(v["ep3_touch"])
@@ -162,8 +161,6 @@ def account_from_dict(v: Mapping[str, Any]) -> AccountState:
     a.anomalies = {e.symbol: e for e in map(_Anomaly, v["anomalies"])}
     a.flips = {e.threshold: e for e in map(_Flip, v["flips"])}
     a.unvaluable = {(e.source, e.symbol): e for e in map(_Unvaluable, v["unvaluable"])}
-    a.ep3_sum = checksum(a.ep3)
-    a.ledger_sum = checksum(a.ledger) if a.ledger is not None else 0
     pending = v.get("pending")
     if pending:
         a.dirty = set(pending["dirty"])

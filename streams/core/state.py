@@ -108,9 +108,11 @@ class AccountState:
     dirty: set[str] = field(default_factory=set)
     margin_dirty: bool = False
     baseline_candidates: dict[str, tuple[int, dict[str, Decimal]]] = field(default_factory=dict)
-    # set-level checksums over non-zero positions (not persisted; recomputed on restore)
+    # set-level checksums over non-zero positions, as of the last sweep that needed them; stale once
+    # either position set changed since (not persisted: a restored account starts stale)
     ep3_sum: int = 0
     ledger_sum: int = 0
+    sums_stale: bool = True
 
     @property
     def unsettled(self) -> bool:

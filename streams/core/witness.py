@@ -35,10 +35,23 @@ def seed_baseline(eng: Engine, acct: AccountState) -> None:
         acct.ledger = positions
         acct.baseline = f"{chosen}@{ts}"
         acct.baseline_ts = ts
-        acct.ledger_sum = checksum(positions)
+        acct.sums_stale = True
         acct.dirty.update(positions)
         acct.dirty.update(acct.ep3)
     cands.clear()
+
+
+def sums_differ(acct: AccountState) -> bool:
+    """Do the account's ledger and EP3 position sets differ, by their set checksums?
+
+    The checksums are recomputed here, once per sweep, for accounts whose positions changed since
+    the last one; an unchanged (dormant) account reuses its cached pair. Maintaining them on every
+    fill and EP3 update instead cost four position hashes per traded fill, ~5% of a replay."""
+    if acct.sums_stale:
+        acct.ep3_sum = checksum(acct.ep3)
+        acct.ledger_sum = checksum(acct.ledger) if acct.ledger is not None else 0
+        acct.sums_stale = False
+    return acct.ledger_sum != acct.ep3_sum
 
 
 def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> None:
@@ -98,7 +111,7 @@ def sweep(eng: Engine, at: int) -> None:
         if ledger is None:
             continue
         checked += 1
-        if acct.ledger_sum != acct.ep3_sum:
+        if sums_differ(acct):
             differing += 1
             for symbol in sorted(set(ledger) | set(acct.ep3)):
                 compare_ledger(eng, acct, symbol, at)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from streams.core import witness
 from streams.core.engine import Engine
 from streams.core.events import Event, WitnessCheck
 from streams.core.params import EngineConfig
@@ -140,7 +141,7 @@ class PartitionEngine:
                 touched.add(account)
             if isinstance(ev, WitnessCheck) and ev.kind == "sweep":
                 touched.update(a for a, s in self.engine.accounts.items()
-                               if s.ledger is not None and s.ledger_sum != s.ep3_sum)
+                               if s.ledger is not None and witness.sums_differ(s))
 
     def commit_offsets(self) -> dict[Feed, int]:
         """Per account lane: every record below this offset is reflected in engine state."""
