@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from streams import __version__
+from streams._native import engine_build
 
 # name -> (module, one-line help). The help is repeated here so `divmon --help` imports nothing heavy.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +50,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="divmon")
+@click.version_option(__version__, prog_name="divmon",
+                      message=f"%(prog)s, version %(version)s (engine: {engine_build()})")
 def main() -> None:
     """divmon — the independent second witness for an order gateway's positions.
 

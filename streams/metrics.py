@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from streams import __version__
+from streams._native import engine_build
 from streams.codec.errors import DECODE_REASONS
 from streams.core.events import AvailGapFlip, PositionMismatch, Unvaluable, WitnessCheck
 from streams.core.records import Feed
@@ -71,7 +72,7 @@ STAGES: tuple[str, ...] = ("decode", "engine", "encode", "metrics", "checkpoint"
 class Metrics(NamedTuple):
     """The worker's metrics; label names are in each field's comment (besides the constant `env`)."""
 
-    build_info: Info  # divmon_build_info{version}
+    build_info: Info  # divmon_build_info{version, engine}: engine is 'compiled' or 'pure ...' (streams._native)
     records_consumed: Counter  # divmon_records_consumed_total{feed}
     dead_letters: Counter  # divmon_dead_letters_total{feed, reason}
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
@@ -211,7 +212,7 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
         stage_cpu=Counter("stage_cpu_seconds", "CPU time of the event-loop thread, per pipeline step",
                           ["stage"], namespace=n, registry=inner),
     )
-    m.build_info.info({"version": __version__})
+    m.build_info.info({"version": __version__, "engine": engine_build()})
     for feed in feeds:
         m.records_consumed.labels(feed=feed)
         m.consumer_lag.labels(feed=feed)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +30,7 @@ from streams.core.state import AccountState
 from streams.core.valuation import position_im, total_im
 
 T0 = 1_780_000_000_000
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ep3(acct: str, seq: int, ts: int, kind: str = "UPDATE", **pos: str) -> Ep3PositionEvent:
@@ -132,26 +138,39 @@ def test_disagreement_one_ms_past_grace_is_persistent_and_keeps_class_when_resol
     assert [e.state for e in d.emitted if isinstance(e, PositionMismatch)] == ["confirmed", "resolved"]
 
 
-def test_timers_of_resolved_episodes_are_dropped_and_live_ones_fire(monkeypatch: pytest.MonkeyPatch) -> None:
+TIMER_SPY = """
+import json
+import tests.unit.test_engine as t
+from streams.core.engine import Engine
+fired = []
+real_fire = Engine._fire
+def spy(self, deadline, kind, account_id, symbol, first_seen):
+    fired.append((kind, symbol))
+    real_fire(self, deadline, kind, account_id, symbol, first_seen)
+Engine._fire = spy
+d = t.Driver().at(0, t.Feed.RISK, t.risk("A", t.T0, BTC="1", ETH="1"))
+d.at(0, t.Feed.EP3, t.ep3("A", 1, t.T0, "SNAPSHOT", BTC="1", ETH="1"))
+d.at(10, t.Feed.EP3, t.ep3("A", 2, t.T0 + 10, BTC="2", ETH="2"))
+d.at(500, t.Feed.RISK, t.risk("A", t.T0 + 500, BTC="2", ETH="1"))  # BTC resolves as a race, ETH stays apart
+d.advance(61_000)
+mismatches = sorted((m.symbol, m.cls, m.state) for m in d.events(t.PositionMismatch))
+print(json.dumps({"fired": fired, "timers": [t[1] for t in d.engine._timers], "mismatches": mismatches}))
+"""
+
+
+def test_timers_of_resolved_episodes_are_dropped_and_live_ones_fire() -> None:
     """advance() drops a grace timer whose episode is gone (a race) without firing it; a timer whose
-    episode is still open fires and confirms it, and the sweep timer always fires."""
-    fired: list[tuple[int, str]] = []
-    real_fire = Engine._fire
+    episode is still open fires and confirms it, and the sweep timer always fires.
 
-    def spy(self: Engine, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
-        fired.append((kind, symbol))
-        real_fire(self, deadline, kind, account_id, symbol, first_seen)
-
-    monkeypatch.setattr(Engine, "_fire", spy)
-    d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1", ETH="1"))
-    d.at(0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", BTC="1", ETH="1"))
-    d.at(10, Feed.EP3, ep3("A", 2, T0 + 10, BTC="2", ETH="2"))
-    d.at(500, Feed.RISK, risk("A", T0 + 500, BTC="2", ETH="1"))  # BTC resolves as a race, ETH stays apart
-    d.advance(61_000)
+    It spies on Engine._fire, which a compiled engine's own calls never look up: the scenario runs in
+    a subprocess on the pure-Python modules (DIVMON_PURE=1), the same source the compiled ones are."""
+    out = subprocess.run([sys.executable, "-c", TIMER_SPY], cwd=ROOT, env={**os.environ, "DIVMON_PURE": "1"},
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
     # BTC's mismatch timer never reached _fire (the witness's anomaly timers are live here: no fills)
-    assert [f for f in fired if f[0] != 1] == [(0, "ETH"), (2, "")]
-    assert d.engine._timers and all(t[1] == 2 for t in d.engine._timers)
-    assert sorted((m.symbol, m.cls, m.state) for m in d.events(PositionMismatch)) == [
+    assert [tuple(f) for f in got["fired"] if f[0] != 1] == [(0, "ETH"), (2, "")]
+    assert got["timers"] and all(kind == 2 for kind in got["timers"])
+    assert [tuple(m) for m in got["mismatches"]] == [
         ("BTC", "propagation_race", "resolved"), ("ETH", "persistent", "confirmed")]
 
 

@@ -248,3 +248,16 @@ def test_stage_clock_charges_cpu_to_the_stage_that_used_it(registry: CollectorRe
     assert _value(registry, "divmon_loop_cpu_seconds_total") - loop_before >= decode + engine + encode
     for stage in metrics.STAGES:  # every stage is exposed from the start, untouched ones at 0
         assert _value(registry, "divmon_stage_cpu_seconds_total", stage=stage) >= 0
+
+
+def test_build_info_says_which_engine_runs(registry: CollectorRegistry) -> None:
+    """Operators can tell a compiled worker from a pure-Python one (streams/_native.py)."""
+    from streams import __version__
+    from streams._native import engine_build
+
+    metrics.create(registry, env="test")
+    info = next(s for fam in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in fam.samples if s.name == "divmon_build_info")
+    assert info.labels["version"] == __version__
+    assert info.labels["engine"] == engine_build()
+    assert info.labels["engine"] in ("compiled", "pure", "pure (stale build)", "pure (DIVMON_PURE)")

@@ -1,0 +1,185 @@
+"""The compiled engine: `streams.core`'s hot modules built with mypyc from the same source, and the
+guard that only ever runs a build made from the sources beside it.
+
+`scripts/native.py build` (`make native`) compiles COMPILED in place: a C extension next to
+each module (which Python imports in preference to the .py), one shared library for the group, and a
+stamp with the SHA-256 of every source it compiled. Nothing else changes: the same code runs, as C,
+with mypyc checking its type annotations at run time. Without a build (no C compiler, or never run),
+the pure-Python modules run, with the same results.
+
+`install()` runs when `streams` is imported, before any of these modules can be: it reads the stamp,
+and if any source changed since the build (an edit after `make native`, a checkout), or
+DIVMON_PURE=1 is set, it makes those modules load from their .py files and says which engine runs
+(`engine_build()`); a stale build is reported once on stderr, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# the engine's modules, in import order; events.py stays interpreted: its fast constructors assign
+# __class__, which compiled (native) classes don't allow
+COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror", "streams.core.compare",
+            "streams.core.witness", "streams.core.engine")
+GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
+STAMP = PACKAGE_DIR / "core" / "_compiled.json"
+
+_build = "pure"
+
+
+def source_of(module: str, root: Path = PACKAGE_DIR.parent) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def extensions(modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[Path]:
+    """The compiled extension files present for `modules`."""
+    out = []
+    for module in modules:
+        src = source_of(module, root)
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            ext = src.with_suffix(suffix)
+            if ext.exists():
+                out.append(ext)
+    return out
+
+
+def stale_sources(stamp: Path, modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[str]:
+    """Modules whose source differs from the one the build compiled (all of them without a stamp)."""
+    try:
+        built = json.loads(stamp.read_text(encoding="utf-8"))["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(modules)
+    return [m for m in modules if built.get(m) != digest(source_of(m, root))]
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Loads the given modules from their .py files, skipping the extension beside them."""
+
+    def __init__(self, modules: Sequence[str], root: Path) -> None:
+        self.modules = set(modules)
+        self.root = root
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.modules:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source_of(fullname, self.root))
+
+
+def decide(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent,
+           stamp: Path = STAMP) -> tuple[str, list[str]]:
+    """Which engine an import would run, and the modules whose source changed since the build."""
+    if not extensions(modules, root):
+        return "pure", []
+    if os.environ.get("DIVMON_PURE", "") not in ("", "0"):
+        return "pure (DIVMON_PURE)", []
+    stale = stale_sources(stamp, modules, root)
+    return ("pure (stale build)" if stale else "compiled"), stale
+
+
+def install(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent, stamp: Path = STAMP) -> str:
+    """Decide which engine runs (see the module doc); returns and remembers the answer."""
+    global _build
+    _build, stale = decide(modules, root, stamp)
+    if stale:
+        print(f"divmon: the compiled engine was built from other sources ({', '.join(stale)} changed "
+              "since): running the pure-Python modules; `make native` rebuilds it", file=sys.stderr)
+    if _build.startswith("pure ("):
+        sys.meta_path.insert(0, _SourceFirst(modules, root))
+    return _build
+
+
+def engine_build() -> str:
+    """Which engine this process runs: 'compiled', 'pure', 'pure (stale build)' or 'pure (DIVMON_PURE)'."""
+    return _build
+
+
+def build(opt_level: str = "3") -> None:
+    """Compile COMPILED in place and write the stamp (needs mypy, from the dev extras, and a C compiler)."""
+    import tempfile
+
+    from mypyc.build import mypycify
+    from setuptools.dist import Distribution
+
+    root = PACKAGE_DIR.parent
+    clean()
+    sources = {m: digest(source_of(m, root)) for m in COMPILED}
+    cwd = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="divmon-mypyc-") as tmp:
+        os.chdir(root)
+        try:
+            ext = mypycify([str(source_of(m, root).relative_to(root)) for m in COMPILED], opt_level=opt_level,
+                           group_name=GROUP, target_dir=str(Path(tmp) / "c"))
+            # a bare Distribution: setup() would also read pyproject.toml, which is for the package build
+            dist = Distribution({"name": "divmon-native", "ext_modules": ext})
+            dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(Path(tmp) / "o")]
+            dist.parse_command_line()
+            dist.run_commands()
+        finally:
+            os.chdir(cwd)
+    if stale_sources_after := [m for m, d in sources.items() if digest(source_of(m, root)) != d]:
+        clean()
+        raise SystemExit(f"sources changed during the build: {', '.join(stale_sources_after)}; build again")
+    STAMP.write_text(json.dumps({"sources": sources}, indent=1) + "\n", encoding="utf-8")
+
+
+def clean() -> list[Path]:
+    """Remove the compiled modules, the shared library and the stamp; returns what was removed."""
+    core = PACKAGE_DIR / "core"
+    gone = extensions(COMPILED) + [p for p in core.glob("_compiled__mypyc.*") if p.is_file()]
+    if STAMP.exists():
+        gone.append(STAMP)
+    for p in gone:
+        p.unlink()
+    return gone
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scripts/native.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("build", "clean", "status"), help="build in place, remove, or "
+                        "say which engine an import would run")
+    parser.add_argument("--optional", action="store_true", help="build: if it can't be built here (no C "
+                        "compiler or Python headers), say why and exit 0: the pure-Python engine runs")
+    parser.add_argument("--expect", metavar="ENGINE", help="status: exit 1 unless the engine is this one "
+                        "(e.g. compiled)")
+    args = parser.parse_args(argv)
+    if args.action == "build":
+        try:
+            build()
+        except (Exception, SystemExit) as exc:  # setuptools exits on compiler errors
+            if not args.optional:
+                raise
+            clean()
+            print(f"no compiled engine ({type(exc).__name__}: {exc}); the pure-Python modules run",
+                  file=sys.stderr)
+        else:
+            print(f"compiled {len(COMPILED)} modules with mypyc: {', '.join(COMPILED)}")
+    elif args.action == "clean":
+        print(f"removed {len(clean())} files")
+    engine = decide()[0]
+    print(f"engine: {engine}")
+    if args.expect is not None and engine != args.expect:
+        print(f"expected engine {args.expect!r}, found {engine!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
