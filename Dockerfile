@@ -1,6 +1,19 @@
 # divmon worker image: `docker build -t divmon .`; entrypoint `divmon`, default command `worker`.
 # Configuration is DIVMON_* environment variables (streams/config.py); secrets come from the runtime
 # (compose env / Kubernetes Secret), never from the image.
+# Build stage: a wheel with the engine's hot modules compiled by mypyc from the same source
+# (streams/_native.py; ~1.6x faster engine, same events). It needs a C compiler, which the
+# runtime image doesn't carry.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY schemas ./schemas
+COPY streams ./streams
+RUN pip install --no-cache-dir "setuptools>=77" wheel "mypy>=1.10,<3" \
+    && DIVMON_COMPILE=1 pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,11 +22,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY schemas ./schemas
-COPY streams ./streams
-# rocksdict: the production table store (DIVMON_STORE=rocksdb://).
-RUN pip install ".[rocksdb]" \
+COPY --from=build /wheels /wheels
+# rocksdict: the production table store (DIVMON_STORE=rocksdb://). `divmon --version` names the
+# engine (compiled), as does the divmon_build_info metric.
+RUN pip install "$(ls /wheels/divmon-*.whl)[rocksdb]" && rm -rf /wheels \
+    && divmon --version | grep -q "engine: compiled" \
     && useradd --system --uid 10001 --home-dir /var/lib/divmon --create-home divmon
 
 USER divmon

@@ -14,7 +14,7 @@ install: $(VENV)/.installed ## Create .venv and install divmon with its dev extr
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
 	$(BIN)/pip install -q -e '.[dev,plot,demo,rocksdb]'
 	@touch $@
 

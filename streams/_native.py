@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # the engine's modules, in import order; events.py stays interpreted: its fast constructors assign
@@ -108,33 +109,44 @@ def engine_build() -> str:
     return _build
 
 
-def build(opt_level: str = "3") -> None:
+def stamp_text(root: Path = PACKAGE_DIR.parent) -> str:
+    """The stamp of a build of COMPILED from the sources under `root`: the digest of each."""
+    return json.dumps({"sources": {m: digest(source_of(m, root)) for m in COMPILED}}, indent=1) + "\n"
+
+
+def ext_modules(target_dir: str, opt_level: str = "3") -> list[Any]:
+    """mypyc's extensions for COMPILED, for setuptools (run from the project root: the paths are
+    relative, and they name the modules). setup.py calls this with DIVMON_COMPILE=1 (wheels, images)."""
+    from mypyc.build import mypycify
+
+    return mypycify([str(Path(*m.split(".")).with_suffix(".py")) for m in COMPILED], opt_level=opt_level,
+                    group_name=GROUP, target_dir=target_dir)
+
+
+def build() -> None:
     """Compile COMPILED in place and write the stamp (needs mypy, from the dev extras, and a C compiler)."""
     import tempfile
 
-    from mypyc.build import mypycify
     from setuptools.dist import Distribution
 
     root = PACKAGE_DIR.parent
     clean()
-    sources = {m: digest(source_of(m, root)) for m in COMPILED}
     cwd = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="divmon-mypyc-") as tmp:
         os.chdir(root)
         try:
-            ext = mypycify([str(source_of(m, root).relative_to(root)) for m in COMPILED], opt_level=opt_level,
-                           group_name=GROUP, target_dir=str(Path(tmp) / "c"))
+            stamp = stamp_text(root)
             # a bare Distribution: setup() would also read pyproject.toml, which is for the package build
-            dist = Distribution({"name": "divmon-native", "ext_modules": ext})
+            dist = Distribution({"name": "divmon-native", "ext_modules": ext_modules(str(Path(tmp) / "c"))})
             dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(Path(tmp) / "o")]
             dist.parse_command_line()
             dist.run_commands()
         finally:
             os.chdir(cwd)
-    if stale_sources_after := [m for m, d in sources.items() if digest(source_of(m, root)) != d]:
+    if stamp_text(root) != stamp:
         clean()
-        raise SystemExit(f"sources changed during the build: {', '.join(stale_sources_after)}; build again")
-    STAMP.write_text(json.dumps({"sources": sources}, indent=1) + "\n", encoding="utf-8")
+        raise SystemExit("sources changed during the build: build again")
+    STAMP.write_text(stamp, encoding="utf-8")
 
 
 def clean() -> list[Path]:

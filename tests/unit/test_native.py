@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,3 +73,47 @@ def test_the_engine_this_process_runs_is_the_one_it_reports() -> None:
     assert build == _native.decide()[0]
     assert engine.__file__ is not None
     assert engine.__file__.endswith(SUFFIX if build == "compiled" else ".py"), (build, engine.__file__)
+
+
+@pytest.mark.slow
+def test_a_compiled_wheel_runs_its_compiled_engine(tmp_path: Path) -> None:
+    """The image's build path (Dockerfile): DIVMON_COMPILE=1 builds a wheel whose engine modules are
+    compiled, with their sources and the stamp; installed elsewhere, it runs the compiled engine and
+    the same events as this checkout on a scenario tape."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(root / name, src / name)
+    shutil.copytree(root / "schemas", src / "schemas")
+    shutil.copytree(root / "streams", src / "streams", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "_compiled.json"))
+    env = {**os.environ, "DIVMON_COMPILE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheels"), str(src)],
+                   cwd=src, env=env, check=True, capture_output=True)
+    wheel, = (tmp_path / "wheels").glob("divmon-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], env=env,
+                   check=True, capture_output=True)
+    probe = ("import json, sys; import streams; from streams._native import engine_build\n"
+             "import streams.core.engine as e\n"
+             "from streams.tapes import replay\n"
+             "from streams.core.params import EngineConfig\n"
+             "r = replay.run(replay.merge([replay.open_tape(replay.Path(sys.argv[1]))]), EngineConfig())\n"
+             "print(json.dumps([engine_build(), e.__file__, sorted(json.dumps(ev.to_dict(), sort_keys=True) for ev in r.final_events())]))")
+    from streams.sim import SimConfig, simulate
+    from streams.sim.writers import write_tape
+
+    tape = tmp_path / "day.jsonl"
+    write_tape(simulate(SimConfig(seed=3, accounts=30, duration_ms=600_000)), tape)
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("DIVMON_PURE", "PYTHONPATH")}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", probe, str(tape)], cwd=tmp_path, check=True,
+                                      capture_output=True, text=True, env={**clean_env, **extra}).stdout)
+            for extra in ({"PYTHONPATH": str(tmp_path / "site")}, {"PYTHONPATH": str(root), "DIVMON_PURE": "1"})]
+    (build, path, ids), (here, _, ids_here) = runs
+    assert build == "compiled" and path.startswith(str(tmp_path / "site")) and path.endswith(SUFFIX)
+    assert here == "pure (DIVMON_PURE)"
+    assert ids == ids_here and ids
