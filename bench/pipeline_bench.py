@@ -10,7 +10,9 @@ decoded once with the input codecs. Measured in the same run, interleaved, best 
    (the work the partitioned worker cannot avoid);
 3. pipeline: `Pipeline.ingest` of round-robin fetch-sized chunks per topic-partition and `Pipeline.step`
    after each round, as the worker's tick does, wall time moving as if at `--rate` records/s; only
-   `step` is timed (the worker's "engine" stage).
+   `step` is timed (the worker's "engine" stage), and `ingest` (its "decode" stage) apart;
+   twice: with the worker process's GC thresholds (`streams.agents.runtime.GC_THRESHOLDS`) and with
+   CPython's default ones, whose collections cost the decode stage ~half its time.
 µs are per input record (marks and instruments counted once), as the worker's stage metric is.
 `--profile` prints a cProfile of the pipeline's `step` calls. The event digest lets a change of the
 worker's driver show that its output did not change.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import pstats
 import sys
@@ -33,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streams.agents.runtime import GC_THRESHOLDS  # noqa: E402
 from streams.codec import input_codecs  # noqa: E402
 from streams.core.engine import Engine  # noqa: E402
 from streams.core.events import Event  # noqa: E402
@@ -166,21 +170,31 @@ def main() -> None:
     n = len(ordered)
     print(f"{n:,} records, {len(topics)} topic-partitions, chunks of {args.chunk}", flush=True)
     best: dict[str, float] = {}
+    default_gc = gc.get_threshold()
     for i in range(args.rounds):
         e1, n1 = run_engine(ordered)
         e4, n4 = run_engines(ordered)
+        gc.set_threshold(*GC_THRESHOLDS)
         ing, st, events = run_pipeline(topics, args.chunk, args.rate)
-        for k, v in (("engine", e1), ("engines", e4), ("ingest", ing), ("pipeline", st)):
+        gc.set_threshold(*default_gc)
+        ing0, st0, events0 = run_pipeline(topics, args.chunk, args.rate)
+        assert digest(events0) == digest(events)
+        for k, v in (("engine", e1), ("engines", e4), ("ingest", ing), ("pipeline", st), ("ingest0", ing0),
+                     ("pipeline0", st0)):
             best[k] = min(best.get(k, v), v)
         print(f"round {i + 1}: engine {e1 / n * 1e6:.2f}, engines {e4 / n * 1e6:.2f}, "
-              f"pipeline step {st / n * 1e6:.2f} µs/record (ingest {ing / n * 1e6:.2f}); "
+              f"pipeline step {st / n * 1e6:.2f} µs/record (ingest {ing / n * 1e6:.2f}; default GC: "
+              f"step {st0 / n * 1e6:.2f}, ingest {ing0 / n * 1e6:.2f}); "
               f"events {n1:,} / {n4:,} / {len(events):,}, pipeline digest {digest(events)}", flush=True)
     print(f"best of {args.rounds}, CPU µs per input record:")
+    same = "  the same, CPython's default GC"
     for k, label in (("engine", "one bare Engine (replay)"), ("engines", f"{PARTITIONS} bare Engines (partitioned)"),
-                     ("pipeline", "Pipeline.step (worker 'engine' stage)"), ("ingest", "Pipeline.ingest (decode)")):
+                     ("pipeline", "Pipeline.step (worker 'engine' stage)"), ("pipeline0", same),
+                     ("ingest", "Pipeline.ingest (worker 'decode' stage)"), ("ingest0", same)):
         print(f"  {label:<40} {best[k] / n * 1e6:7.2f}  ({best[k] / best['engine']:.2f}× engine)")
     if args.profile:
         prof = cProfile.Profile()
+        gc.set_threshold(*GC_THRESHOLDS)
         run_pipeline(topics, args.chunk, args.rate, prof)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -43,6 +44,23 @@ log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
 LANE_LIMIT = 100_000
 GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
+# CPython's cyclic GC in the worker process (see `tune_gc`): a young collection every 50,000 net
+# container allocations instead of 700; the older generations keep CPython's ratios
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Set the worker process's cyclic GC for a heap of records in flight (once, at start-up).
+
+    With CPython's default threshold (700) a young collection ran every ~150 records, while the
+    records of a fetch were still held between hand-over, decode and the engine: nearly every
+    record's objects (ConsumerRecord, tuples, decoded NamedTuples) survived two collections, were
+    promoted to the old generation, and every 25% of promotions paid a full collection of the
+    whole heap (~0.1 s each on the worker bench). That was ~10 µs of CPU per record, most of it
+    charged to the decode stage, where the allocations are. At 50,000 most records are released,
+    and freed by reference counting, before a collection sees them. Only *when* cyclic garbage is
+    freed changes (a few MB later at most), nothing the worker computes."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Worker:
@@ -83,6 +101,7 @@ class Worker:
     def run(self) -> None:
         from faust.worker import Worker as FaustWorker
 
+        tune_gc()
         FaustWorker(self.app, loglevel=logging.getLevelName(logging.getLogger().level).lower(),
                     quiet=True).execute_from_commandline()
 
