@@ -18,6 +18,7 @@ first N records and on an empty tape, and the difference (instructions per recor
 imports excluded) is printed with its ratio to the bare parse. Instruction counts don't move with
 the host's load, so they compare runs and machines that CPU seconds can't; they don't see cache
 misses or branch mispredictions, which is where interpreted code loses most against a C loop.
+The replay phase names the engine it ran (compiled by `make native`, or pure Python).
 Goal from the issue: replay ≤ 3× bare parse.
 """
 
@@ -71,7 +72,8 @@ from streams.tapes.summary import Summary
 s = Summary()
 r = replay.run(replay.merge([replay.open_tape(Path(sys.argv[1]))]), EngineConfig(), on_events=s.add, keep=False)
 v = s.result(r.stats, r.records)
-print(r.records, r.emitted, len(v["unexplained_mismatches"]))
+from streams._native import engine_build
+print(r.records, r.emitted, len(v["unexplained_mismatches"]), engine_build().replace(" ", "_"))
 """,
 }
 
@@ -174,7 +176,8 @@ def main() -> int:
         for name, f in figures.items():
             print(f"{name:<8} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
                   f"{f['ratio_to_msgspec']:>10.2f} {f['peak_rss_mb']:>7} MB {f['spread']:>10.2f}×")
-        print(f"replay: {figures['replay']['result']} (records, events emitted, unexplained)")
+        print(f"replay: {figures['replay']['result']} (records, events emitted, unexplained, engine: "
+              "see `make native`)")
         if args.instructions:
             print(f"instructions per record on the first {args.instructions:,} records (callgrind, start-up "
                   "excluded): " + ", ".join(f"{n} {f['instructions_per_record']:,} "

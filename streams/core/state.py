@@ -18,41 +18,64 @@ from typing import TypeVar
 
 from streams.core.records import OgMargin, RiskSnapshot
 
+# The two episode classes below are opened for every race (most of them resolve within grace), so
+# they are plain classes with their own __init__ rather than dataclasses: compiled by mypyc
+# (streams/_native.py), a dataclass keeps an interpreted __init__, which cost more than the rest of
+# opening an episode. Same fields, same positional order as serde builds them.
 
-@dataclass(slots=True)
+
 class MismatchEpisode:
     """One disagreement between EP3 and RE on (account, symbol), from first sight to resolution."""
 
-    event_id: str
-    symbol: str
-    first_seen: int
-    source: str = "UNKNOWN"
-    confirmed: int | None = None
-    cls: str | None = None
-    version: int = 0
-    # the last observation while the views disagreed: what the event reports
-    ep3_qty: Decimal | None = None
-    re_qty: Decimal | None = None
-    fresher: str = "UNKNOWN"
-    mark: Decimal | None = None
-    im_delta: Decimal | None = None
-    snapshot_age_ms: int | None = None
-    re_snapshot: RiskSnapshot | None = None
+    __slots__ = ("event_id", "symbol", "first_seen", "source", "confirmed", "cls", "version", "ep3_qty", "re_qty",  # noqa: RUF023
+                 "fresher", "mark", "im_delta", "snapshot_age_ms", "re_snapshot")
+
+    def __init__(self, event_id: str, symbol: str, first_seen: int, source: str = "UNKNOWN",
+                 confirmed: int | None = None, cls: str | None = None, version: int = 0,
+                 ep3_qty: Decimal | None = None, re_qty: Decimal | None = None, fresher: str = "UNKNOWN",
+                 mark: Decimal | None = None, im_delta: Decimal | None = None,
+                 snapshot_age_ms: int | None = None, re_snapshot: RiskSnapshot | None = None) -> None:
+        self.event_id = event_id
+        self.symbol = symbol
+        self.first_seen = first_seen
+        self.source = source
+        self.confirmed = confirmed
+        self.cls = cls
+        self.version = version
+        # the last observation while the views disagreed: what the event reports
+        self.ep3_qty = ep3_qty
+        self.re_qty = re_qty
+        self.fresher = fresher
+        self.mark = mark
+        self.im_delta = im_delta
+        self.snapshot_age_ms = snapshot_age_ms
+        self.re_snapshot = re_snapshot
+
+    def __repr__(self) -> str:
+        return f"MismatchEpisode({self.symbol!r}, first_seen={self.first_seen}, cls={self.cls!r})"
 
 
-@dataclass(slots=True)
 class AnomalyEpisode:
     """A disagreement between the fills ledger and the EP3 mirror, held for the grace window."""
 
-    event_id: str
-    symbol: str
-    first_seen: int
-    source: str = "UNKNOWN"
-    confirmed: int | None = None
-    status: str | None = None
-    version: int = 0
-    ledger_qty: Decimal | None = None
-    ep3_qty: Decimal | None = None
+    __slots__ = ("event_id", "symbol", "first_seen", "source", "confirmed", "status", "version", "ledger_qty",  # noqa: RUF023
+                 "ep3_qty")
+
+    def __init__(self, event_id: str, symbol: str, first_seen: int, source: str = "UNKNOWN",
+                 confirmed: int | None = None, status: str | None = None, version: int = 0,
+                 ledger_qty: Decimal | None = None, ep3_qty: Decimal | None = None) -> None:
+        self.event_id = event_id
+        self.symbol = symbol
+        self.first_seen = first_seen
+        self.source = source
+        self.confirmed = confirmed
+        self.status = status
+        self.version = version
+        self.ledger_qty = ledger_qty
+        self.ep3_qty = ep3_qty
+
+    def __repr__(self) -> str:
+        return f"AnomalyEpisode({self.symbol!r}, first_seen={self.first_seen}, status={self.status!r})"
 
 
 @dataclass(slots=True)

@@ -103,7 +103,8 @@ def test_a_compiled_wheel_runs_its_compiled_engine(tmp_path: Path) -> None:
              "from streams.tapes import replay\n"
              "from streams.core.params import EngineConfig\n"
              "r = replay.run(replay.merge([replay.open_tape(replay.Path(sys.argv[1]))]), EngineConfig())\n"
-             "print(json.dumps([engine_build(), e.__file__, sorted(json.dumps(ev.to_dict(), sort_keys=True) for ev in r.final_events())]))")
+             "final = sorted(json.dumps(ev.to_dict(), sort_keys=True) for ev in r.final_events())\n"
+             "print(json.dumps([engine_build(), e.__file__, final]))")
     from streams.sim import SimConfig, simulate
     from streams.sim.writers import write_tape
 
