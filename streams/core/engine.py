@@ -38,6 +38,8 @@ from streams.core.state import AccountState, awaiting_confirmation
 from streams.core.valuation import ZERO
 
 MINUTE_MS = 60_000
+# stats keys per apply_ep3 outcome: built once (a key made by concatenation is a new string, hashed anew)
+_EP3_STATS = {kind: "ep3_" + kind for kind in ("stale", "bookmark", "snapshot", "update")}
 
 
 class Engine:
@@ -178,7 +180,7 @@ class Engine:
     def _on_ep3(self, ev: Ep3PositionEvent) -> None:
         acct = self.accounts.get(ev.account_id) or self.account(ev.account_id)
         self._dirty[ev.account_id] = acct
-        self.stats["ep3_" + mirror.apply_ep3(acct, ev)] += 1
+        self.stats[_EP3_STATS[mirror.apply_ep3(acct, ev)]] += 1
 
     def _on_risk(self, snap: RiskSnapshot) -> None:
         self.last_risk_ts = self.now
