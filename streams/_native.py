@@ -59,12 +59,13 @@ def extensions(modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[
 
 
 def stale_sources(stamp: Path, modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[str]:
-    """Modules whose source differs from the one the build compiled (all of them without a stamp)."""
+    """Modules the build can't serve: source changed since it was compiled, or extension missing (all of
+    them without a stamp). The compiled modules call each other natively, so it is all or none."""
     try:
         built = json.loads(stamp.read_text(encoding="utf-8"))["sources"]
     except (OSError, ValueError, KeyError, TypeError):
         return list(modules)
-    return [m for m in modules if built.get(m) != digest(source_of(m, root))]
+    return [m for m in modules if built.get(m) != digest(source_of(m, root)) or not extensions([m], root)]
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
@@ -98,7 +99,7 @@ def install(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent, 
     _build, stale = decide(modules, root, stamp)
     if stale:
         print(f"divmon: the compiled engine was built from other sources ({', '.join(stale)} changed "
-              "since): running the pure-Python modules; `make native` rebuilds it", file=sys.stderr)
+              "since, or missing): running the pure-Python modules; `make native` rebuilds it", file=sys.stderr)
     if _build.startswith("pure ("):
         sys.meta_path.insert(0, _SourceFirst(modules, root))
     return _build

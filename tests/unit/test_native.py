@@ -41,6 +41,12 @@ def test_a_build_counts_only_with_the_sources_it_was_made_from(fake: tuple[Path,
     assert _native.decide(["fakepkg.mod"], root, stamp) == ("compiled", [])
     (root / "fakepkg" / "mod.py").write_text("WHERE = 'edited'\n")
     assert _native.decide(["fakepkg.mod"], root, stamp) == ("pure (stale build)", ["fakepkg.mod"])
+    (root / "fakepkg" / "mod.py").write_text("WHERE = 'source'\n")
+    (root / "fakepkg" / "other.py").write_text("")
+    both = ["fakepkg.mod", "fakepkg.other"]
+    stamp.write_text(json.dumps({"sources": {m: _native.digest(_native.source_of(m, root)) for m in both}}))
+    # a partial build (one extension missing) is not run either: compiled modules call each other natively
+    assert _native.decide(both, root, stamp) == ("pure (stale build)", ["fakepkg.other"])
     monkeypatch.setenv("DIVMON_PURE", "1")
     assert _native.decide(["fakepkg.mod"], root, stamp) == ("pure (DIVMON_PURE)", [])
     (root / "fakepkg" / f"mod{SUFFIX}").unlink()
