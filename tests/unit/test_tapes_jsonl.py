@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.tapes import jsonl
 from streams.tapes.errors import MalformedRecord
 from streams.tapes.jsonl import JsonlTape
 from streams.tapes.model import topic_map
@@ -225,3 +226,66 @@ def test_generated_risk_values_read_the_same_both_ways(tmp_path: Path, symbols: 
     value = {**VALID["risk.snapshots"], "avail": avail, "im_total": im,
              "positions": [{"symbol": s, "qty": qty, "im": im} for s in symbols]}
     same_both_ways(tmp_path / "t.jsonl", line(envelope("risk.snapshots", value)) + "\n")
+
+
+# The reader reads bytes (_blocks) and decodes only what isn't ASCII. It must split and decode lines
+# exactly as text-mode reading did (UTF-8, universal newlines), wherever its blocks happen to end.
+PIECES = [b"a", b"{}", b" ", b"\n", b"\r", b"\r\n", b"\n\r", b"\xe2\x82\xac", b"\xe2\x80\xa8", b"\xc2\x85", b"\x1c",
+          b"\x0b", b"\x0c", b"\xef\xbb\xbf", b"\x00", b"\t"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.sampled_from(PIECES), max_size=40), block=st.sampled_from([1, 2, 3, 5, 8, 1 << 18]))
+def test_blocks_split_lines_as_text_mode_reading_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     pieces: list[bytes], block: int) -> None:
+    """Any UTF-8 text, cut into blocks of any size, gives the lines text mode gives, as bytes when ASCII."""
+    monkeypatch.setattr(jsonl, "_BLOCK", block)
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"".join(pieces))
+    with path.open("rb") as fh:
+        got = [x for lines in jsonl._blocks(fh) for x in lines]
+    with path.open(encoding="utf-8") as fh:
+        assert [jsonl._text(x) for x in got] == list(fh)
+    assert all(type(x) is bytes for x in got if jsonl._text(x).isascii())
+
+
+BAD_UTF8 = [
+    (b'"BTC-PERP"', b'"BTC\xff"'),          # in a string the fast path reads
+    (b'"price"', b'"\xc3\xa9":"\xff","price"'),  # in a field the fast path skips (msgspec doesn't check it)
+    (b'"BTC-PERP"', b'"\xed\xa0\x80"'),   # an encoded surrogate
+    (b'"BTC-PERP"', b'"\xc0\xaf"'),       # overlong
+    (b'"60000.0"', b'"6\xe2\x82"'),       # truncated
+]
+
+
+@pytest.mark.parametrize(("old", "new"), BAD_UTF8)
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_line_that_is_not_utf8_is_one_bad_record(tmp_path: Path, old: bytes, new: bytes, typed: bool) -> None:
+    """Invalid UTF-8 is a MalformedRecord naming the line, or one skipped line with skip_bad; the lines
+    around it read as usual (text-mode reading raised UnicodeDecodeError for the whole file instead)."""
+    good = line(envelope("marks", VALID["marks"])).encode()
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(good + b"\n" + good.replace(old, new, 1) + b"\n" + good + b"\n" + good.replace(old, new, 1))
+    tape = JsonlTape(path, typed=typed)
+    with pytest.raises(MalformedRecord, match=r"t\.jsonl:line 2: invalid UTF-8: .* at byte \d+ of the line$"):
+        list(tape)
+    tape = JsonlTape(path, typed=typed, skip_bad=True)
+    assert ([str(r.where) for r in tape], tape.skipped) == (["line 1", "line 3"], 2)
+
+
+def test_utf8_error_names_the_byte_in_the_line(tmp_path: Path) -> None:
+    """The message says what was wrong and where in the line (1-based), as a column in the line's bytes."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'\n{"a":"\xe2\x82\xac\xff"}\n')
+    with pytest.raises(MalformedRecord) as err:
+        list(JsonlTape(path))
+    assert str(err.value) == f"{path}:line 2: invalid UTF-8: invalid start byte at byte 10 of the line"
+
+
+def test_non_ascii_and_carriage_returns_read_the_same_both_ways(tmp_path: Path) -> None:
+    """Lines with non-ASCII text, CRLF endings or a bare CR (which ends a line) read the same both ways."""
+    text = line(envelope("marks", {**VALID["marks"], "symbol": "BTC-€"}))
+    for joined in (f"{text}\r\n{text}\r\n", f"{text}\r{text}", f"{text}\n\r\n{text}\r", f"{text[:40]}\r{text[40:]}\n",
+                   f"{text}\n{text[:-1]}, \"x\": \"\u2028\"}}\n", f"\u00e9{text}\n"):
+        same_both_ways(tmp_path / "t.jsonl", joined, skip_bad=True)
+        same_both_ways(tmp_path / "t.jsonl", joined)
