@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv and install divmon with its dev extras
+install: $(VENV)/.installed streams/core/_compiled.json ## Create .venv, install divmon and its dev extras, compile its engine
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,23 +30,25 @@ NATIVE_SOURCES := $(wildcard streams/core/state.py streams/core/valuation.py str
 PURE_TESTS := tests/unit/test_engine.py tests/unit/test_checksum.py tests/unit/test_serde.py \
               tests/unit/test_replay_cli.py tests/test_scenarios.py tests/test_properties.py
 
-native: install streams/core/_compiled.json ## Compile the engine's hot modules with mypyc (same source, ~1.6x faster)
-
-streams/core/_compiled.json: $(NATIVE_SOURCES) streams/_native.py
+# the engine's hot modules compiled with mypyc (streams/_native.py): part of install, redone when they
+# change; without a C compiler and Python's headers it says so and the pure-Python modules run
+streams/core/_compiled.json: $(VENV)/.installed $(NATIVE_SOURCES) streams/_native.py
 	$(BIN)/python scripts/native.py build --optional
 
-pure: ## Remove the compiled engine (the pure-Python modules run; `make native` rebuilds it)
+native: install ## Compile the engine's hot modules with mypyc (same source, ~1.6x faster; part of install)
+
+pure: ## Remove the compiled engine until the next make install (or run with DIVMON_PURE=1)
 	$(BIN)/python scripts/native.py clean
 
 lint: install ## ruff and mypy (strict on streams/core)
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/mypy streams
 
-test: install tools kafka native ## Run the whole suite: unit, scenarios, properties, real Kafka, chdb, promtool
+test: install tools kafka ## Run the whole suite: unit, scenarios, properties, real Kafka, chdb, promtool
 	$(BIN)/pytest $(PYTEST_ARGS)
 	DIVMON_PURE=1 $(BIN)/pytest $(PURE_TESTS) $(PYTEST_ARGS)
 
-test-fast: install native ## Unit, scenario and property tests only (no broker)
+test-fast: install ## Unit, scenario and property tests only (no broker)
 	$(BIN)/pytest -m "not kafka and not slow" $(PYTEST_ARGS)
 	DIVMON_PURE=1 $(BIN)/pytest -m "not kafka and not slow" $(PURE_TESTS) $(PYTEST_ARGS)
 

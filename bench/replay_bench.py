@@ -8,7 +8,9 @@ measures, each in a fresh subprocess so that neither inherits the other's heap:
   2. bare msgspec: `msgspec.json.decode` of every line, untyped (the floor for the reader as it is:
      it decodes lines with msgspec into typed structs, and only odd lines with json);
   3. read: the tape reader (parse + contract validation + typed records), no engine;
-  4. replay: the whole `divmon replay` path (reader + engine + the verdict folded as events come).
+  4. replay: the whole `divmon replay` path (reader + engine + the verdict folded as events come), on
+     the engine this checkout runs (compiled by `make install` where a C compiler is: it says which);
+  5. replay_pure: the same on the engine's pure-Python modules (DIVMON_PURE=1), as run without one.
 CPU seconds are reported (process time), which is steadier than wall time on a shared machine, but
 not steady enough on a host with noisy neighbours (the same phase measured 0.9 to 1.5 s within a
 minute here): the phases run in interleaved rounds (`--rounds`, default 3) and each phase's best
@@ -18,7 +20,6 @@ first N records and on an empty tape, and the difference (instructions per recor
 imports excluded) is printed with its ratio to the bare parse. Instruction counts don't move with
 the host's load, so they compare runs and machines that CPU seconds can't; they don't see cache
 misses or branch mispredictions, which is where interpreted code loses most against a C loop.
-The replay phase names the engine it ran (compiled by `make native`, or pure Python).
 Goal from the issue: replay ≤ 3× bare parse.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -77,6 +79,9 @@ print(r.records, r.emitted, len(v["unexplained_mismatches"]), engine_build().rep
 """,
 }
 
+PHASES["replay_pure"] = PHASES["replay"]  # the same, on the engine's pure-Python modules (DIVMON_PURE=1)
+ENV = {"replay_pure": {"DIVMON_PURE": "1"}}
+
 MEASURE = """
 import resource, sys, time
 t0 = time.process_time()
@@ -88,7 +93,8 @@ print("CPU", cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def run_phase(name: str, tape: Path) -> tuple[float, int, str]:
     out = subprocess.run([sys.executable, "-c", MEASURE, PHASES[name], str(tape)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
+                         env={**os.environ, **ENV.get(name, {})}, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
     result = out[0]
     cpu_line = next(line for line in out if line.startswith("CPU"))
     _, cpu, rss = cpu_line.split()
@@ -98,8 +104,8 @@ def run_phase(name: str, tape: Path) -> tuple[float, int, str]:
 def count_instructions(name: str, tape: Path) -> int:
     """Instructions executed by one phase on `tape` (callgrind's total, start-up included)."""
     err = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                          "-c", MEASURE, PHASES[name], str(tape)], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stderr
+                          "-c", MEASURE, PHASES[name], str(tape)], cwd=ROOT, env={**os.environ, **ENV.get(name, {})},
+                         capture_output=True, text=True, check=True).stderr
     found = re.search(r"Collected : (\d+)", err)
     if found is None:
         raise RuntimeError(f"no instruction count in callgrind's output for {name}:\n{err[-2000:]}")
@@ -171,13 +177,13 @@ def main() -> int:
         print(json.dumps(figures))
     else:
         print(f"tape: {args.tape} ({args.records:,} records, {args.tape.stat().st_size / 2**20:.0f} MiB)")
-        print(f"{'phase':<8} {'CPU s':>8} {'records/s':>12} {'× parse':>8} {'× msgspec':>10} {'peak RSS':>9} "
+        print(f"{'phase':<11} {'CPU s':>8} {'records/s':>12} {'× parse':>8} {'× msgspec':>10} {'peak RSS':>9} "
               f"{'worst/best':>11}")
         for name, f in figures.items():
-            print(f"{name:<8} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
+            print(f"{name:<11} {f['cpu_s']:>8.2f} {f['records_per_cpu_s']:>12,} {f['ratio_to_parse']:>8.2f} "
                   f"{f['ratio_to_msgspec']:>10.2f} {f['peak_rss_mb']:>7} MB {f['spread']:>10.2f}×")
-        print(f"replay: {figures['replay']['result']} (records, events emitted, unexplained, engine: "
-              "see `make native`)")
+        print(f"replay: {figures['replay']['result']}; replay_pure: {figures['replay_pure']['result']} "
+              "(records, events emitted, unexplained, engine)")
         if args.instructions:
             print(f"instructions per record on the first {args.instructions:,} records (callgrind, start-up "
                   "excluded): " + ", ".join(f"{n} {f['instructions_per_record']:,} "

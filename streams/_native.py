@@ -124,12 +124,33 @@ def ext_modules(target_dir: str, opt_level: str = "3") -> list[Any]:
                     group_name=GROUP, target_dir=target_dir)
 
 
+def missing_toolchain() -> str | None:
+    """What a build would lack here (a C compiler, Python's headers, mypyc), said before spending a
+    minute on type-checking and code generation; None if nothing."""
+    import importlib.util
+    import shutil
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        return f"no C compiler ({cc}) on PATH"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.exists():
+        return f"no Python headers ({headers}; Debian: apt-get install python3-dev)"
+    if importlib.util.find_spec("mypyc") is None:
+        return "no mypyc (it comes with mypy, in the dev extras)"
+    return None
+
+
 def build() -> None:
     """Compile COMPILED in place and write the stamp (needs mypy, from the dev extras, and a C compiler)."""
     import tempfile
 
     from setuptools.dist import Distribution
 
+    missing = missing_toolchain()
+    if missing:
+        raise SystemExit(f"can't compile here: {missing}")
     root = PACKAGE_DIR.parent
     clean()
     cwd = Path.cwd()

@@ -72,6 +72,16 @@ def test_a_stale_build_is_said_once_and_the_source_module_loads(fake: tuple[Path
         sys.modules.pop("fakepkg", None)
 
 
+def test_a_build_without_a_compiler_says_so_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    missing = _native.missing_toolchain()
+    assert missing is not None and missing.startswith("no C compiler")
+    with pytest.raises(SystemExit, match="can't compile here: no C compiler"):
+        _native.build()
+
+
 def test_the_engine_this_process_runs_is_the_one_it_reports() -> None:
     from streams.core import engine
 
