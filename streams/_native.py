@@ -15,17 +15,18 @@ DIVMON_PURE=1 is set, it makes those modules load from their .py files and says 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.abc
 import importlib.machinery
-import importlib.util
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# imported where used (hashlib, json, importlib.util): this module runs at every `import streams`,
+# and `divmon --help` must stay light
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # the engine's modules, in import order; events.py stays interpreted: its fast constructors assign
@@ -43,6 +44,8 @@ def source_of(module: str, root: Path = PACKAGE_DIR.parent) -> Path:
 
 
 def digest(path: Path) -> str:
+    import hashlib
+
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -61,6 +64,8 @@ def extensions(modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[
 def stale_sources(stamp: Path, modules: Sequence[str], root: Path = PACKAGE_DIR.parent) -> list[str]:
     """Modules the build can't serve: source changed since it was compiled, or extension missing (all of
     them without a stamp). The compiled modules call each other natively, so it is all or none."""
+    import json
+
     try:
         built = json.loads(stamp.read_text(encoding="utf-8"))["sources"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -68,8 +73,9 @@ def stale_sources(stamp: Path, modules: Sequence[str], root: Path = PACKAGE_DIR.
     return [m for m in modules if built.get(m) != digest(source_of(m, root)) or not extensions([m], root)]
 
 
-class _SourceFirst(importlib.abc.MetaPathFinder):
-    """Loads the given modules from their .py files, skipping the extension beside them."""
+class _SourceFirst:
+    """A meta path finder (duck-typed: importlib.abc costs ~20 ms to import) that loads the given
+    modules from their .py files, skipping the extension beside them."""
 
     def __init__(self, modules: Sequence[str], root: Path) -> None:
         self.modules = set(modules)
@@ -79,6 +85,8 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.modules:
             return None
+        import importlib.util
+
         return importlib.util.spec_from_file_location(fullname, source_of(fullname, self.root))
 
 
@@ -112,6 +120,8 @@ def engine_build() -> str:
 
 def stamp_text(root: Path = PACKAGE_DIR.parent) -> str:
     """The stamp of a build of COMPILED from the sources under `root`: the digest of each."""
+    import json
+
     return json.dumps({"sources": {m: digest(source_of(m, root)) for m in COMPILED}}, indent=1) + "\n"
 
 
