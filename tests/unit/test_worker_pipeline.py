@@ -296,3 +296,31 @@ def test_worker_app_creates_its_data_directory_with_parents(tmp_path) -> None:  
     target = tmp_path / "a" / "b" / "divmon"
     create_app(Settings.load({"data_dir": str(target), "web_port": 0}, environ={}))
     assert target.is_dir()
+
+
+def test_state_rows_are_the_compact_json_of_each_account_and_read_back_as_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint rows are compact JSON equal to json.dumps' (non-ASCII as UTF-8, not \\u escapes), so
+    a store written by an earlier version, or by this one, restores the same engine state."""
+    import json
+
+    from streams.worker import pipeline
+
+    written: list[tuple[object, bytes]] = []
+    encode = pipeline._encode_row
+
+    def recording(value: object) -> bytes:
+        row = encode(value)
+        written.append((value, row))
+        return row
+
+    monkeypatch.setattr(pipeline, "_encode_row", recording)
+    topics = to_topics(list(traffic(n_accounts=12, n_fills=150, seed=3)))
+    store = DictStore()
+    drive(new_pipeline(store), topics, dict.fromkeys(topics, 0), 25)
+    assert sum(len(store.rows(p)) for p in range(PARTITIONS)) > 12  # every account, and meta rows
+    assert sum(b'"account_id":"A' in row for _, row in written) >= 12  # each account's state, at least once
+    for value, row in written:
+        assert row == json.dumps(value, separators=(",", ":")).encode()  # all ASCII here
+    accent = {"account_id": "Zoë", "ep3": {"BTC-PERP": "1.5"}}
+    assert json.loads(encode(accent)) == json.loads(json.dumps(accent)) == accent
