@@ -29,7 +29,6 @@ import sys
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +44,11 @@ from streams.core.records import Feed  # noqa: E402
 from streams.worker.partition import GLOBAL_FEEDS  # noqa: E402
 from streams.worker.pipeline import Pipeline, Raw  # noqa: E402
 from streams.worker.synth import traffic  # noqa: E402
+from tests.support.stores import DictStore  # noqa: E402
 
 PARTITIONS = 4
 TOPICS = {f: f.value for f in Feed}
 TP = tuple[str, int]
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.data: dict[int, dict[str, bytes]] = defaultdict(dict)
-
-    def rows(self, partition: int) -> Iterable[bytes]:
-        return list(self.data[partition].values())
-
-    def write(self, partition: int, rows: Mapping[str, bytes]) -> list[Any]:
-        self.data[partition].update(rows)
-        return []
 
 
 def build(n_fills: int, n_accounts: int) -> tuple[dict[TP, list[Raw]], list[tuple[int, Feed, Any, int]]]:

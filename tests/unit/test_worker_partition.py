@@ -22,7 +22,8 @@ from streams.worker.globals import GlobalLog
 from streams.worker.partition import PartitionEngine
 from streams.worker.pipeline import Pipeline
 from streams.worker.synth import traffic
-from tests.unit.test_worker_pipeline import PARTITIONS, DictStore, new_pipeline, to_topics
+from tests.support.stores import DictStore
+from tests.unit.test_worker_pipeline import PARTITIONS, new_pipeline, to_topics
 
 # a non-empty skip map that skips nothing: forces the general path
 NOBODY: dict[str, dict[str, int]] = {"\x00nobody": {}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import pytest
 
@@ -18,24 +18,11 @@ from streams.tapes.model import TapeRecord
 from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS
 from streams.worker.pipeline import Checkpoint, Pipeline, Raw
 from streams.worker.synth import traffic
+from tests.support.stores import DictStore
 
 PARTITIONS = 3
 VERDICT_TYPES = {"position_mismatch", "avail_gap_flip", "unvaluable"}
 TOPICS = {f: f.value for f in Feed}
-
-
-class DictStore:
-    """A state store that survives a pipeline (like a changelog-backed table does)."""
-
-    def __init__(self) -> None:
-        self.data: dict[int, dict[str, bytes]] = defaultdict(dict)
-
-    def rows(self, partition: int) -> Iterable[bytes]:
-        return list(self.data[partition].values())
-
-    def write(self, partition: int, rows: Mapping[str, bytes]) -> list[object]:
-        self.data[partition].update(rows)
-        return []
 
 
 def partition_of(rec: TapeRecord) -> int:
