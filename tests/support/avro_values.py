@@ -48,3 +48,15 @@ VALUES: dict[Feed, st.SearchStrategy[dict[str, Any]]] = {
     Feed.MARKS: st.fixed_dictionaries({"symbol": symbol, "price": decimals, "ts_ms": longs}),
     Feed.INSTRUMENTS: st.fixed_dictionaries({"symbol": symbol, "contract_size": decimals, "im_rate": decimals}),
 }
+
+
+def damaged(data: bytes, keep: int = 0) -> st.SearchStrategy[bytes]:
+    """`data` with one byte flipped, cut short, extended, or with bytes spliced in, all past its first
+    `keep` bytes (a header the damage should leave alone)."""
+    flip = st.tuples(st.integers(keep, len(data) - 1), st.integers(0, 255)).map(
+        lambda t: data[:t[0]] + bytes([t[1]]) + data[t[0] + 1:])
+    cut = st.integers(keep, len(data) - 1).map(lambda n: data[:n])
+    extend = st.binary(min_size=1, max_size=4).map(lambda b: data + b)
+    insert = st.tuples(st.integers(keep, len(data)), st.binary(min_size=1, max_size=3)).map(
+        lambda t: data[:t[0]] + t[1] + data[t[0]:])
+    return st.one_of(flip, cut, extend, insert)

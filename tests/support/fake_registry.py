@@ -9,10 +9,12 @@ so tests can assert the codec caches ids instead of asking per record. Not for p
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -108,3 +110,19 @@ def serve_fake_registry() -> Iterator[FakeRegistry]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def evolved_mark(registry: FakeRegistry, symbol: str, price: Decimal, ts_ms: int) -> bytes:
+    """Confluent bytes of a Mark written by a newer writer schema (one extra field, `venue`),
+    registered under a new id: what a producer upgraded before divmon sends."""
+    import fastavro
+
+    from streams.codec import default_schemas
+
+    evolved = {**default_schemas()["Mark"].definition}
+    evolved["fields"] = [*evolved["fields"], {"name": "venue", "type": "string", "default": "x"}]
+    sid = registry.add(json.dumps(evolved), subject="marks-value")
+    body = io.BytesIO()
+    value = {"symbol": symbol, "price": price, "ts_ms": ts_ms, "venue": "ep3"}
+    fastavro.schemaless_writer(body, fastavro.parse_schema(evolved), value)
+    return b"\x00" + sid.to_bytes(4, "big") + body.getvalue()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -44,7 +43,7 @@ from streams.core.records import (
     RiskPosition,
     RiskSnapshot,
 )
-from tests.support.fake_registry import FakeRegistry, serve_fake_registry
+from tests.support.fake_registry import FakeRegistry, evolved_mark, serve_fake_registry
 
 D = Decimal
 TS = 1_780_000_000_000
@@ -312,13 +311,7 @@ def test_confluent_events_round_trip(registry: FakeRegistry) -> None:
 
 def test_confluent_evolved_writer_schema_is_resolved(registry: FakeRegistry) -> None:
     """A newer writer schema with an extra field still decodes (Avro resolution), decimals canonical."""
-    evolved = {**default_schemas()["Mark"].definition}
-    evolved["fields"] = [*evolved["fields"], {"name": "venue", "type": "string", "default": "x"}]
-    sid = registry.add(json.dumps(evolved), subject="marks-value")
-    body = io.BytesIO()
-    value = {"symbol": "XAU-PERP", "price": D("2342.100000000000"), "ts_ms": TS, "venue": "ep3"}
-    fastavro.schemaless_writer(body, fastavro.parse_schema(evolved), value)
-    data = b"\x00" + sid.to_bytes(4, "big") + body.getvalue()
+    data = evolved_mark(registry, "XAU-PERP", D("2342.100000000000"), TS)
     back = Codec(Feed.MARKS, registry=SchemaIds.from_url(registry.url)).decode(data)
     assert back == Mark("XAU-PERP", D("2342.1"), TS)
     assert isinstance(back, Mark)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import io
-import json
 from decimal import Decimal
 from typing import Any
 
-import fastavro
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.codec import Codec, DecodeError, SchemaIds, default_schemas, input_codecs
+from streams.codec import Codec, DecodeError, SchemaIds, input_codecs
 from streams.codec import codec as codec_module
 from streams.codec.codec import INPUT_CLASSES
 from streams.codec.direct import Unsure, compile_reader, read_long
 from streams.codec.encoder import varint
 from streams.codec.framing import read_body
 from streams.core.records import Feed
-from tests.support.avro_values import TS, VALUES
-from tests.support.fake_registry import FakeRegistry, serve_fake_registry
+from tests.support.avro_values import TS, VALUES, damaged
+from tests.support.fake_registry import evolved_mark, serve_fake_registry
 
 CODECS = input_codecs()
 
@@ -74,17 +71,6 @@ def test_direct_equals_generic_for_any_value(feed: Feed, data: st.DataObject) ->
     assert_same(codec, [codec.encode_value(v) for v in values])
 
 
-def _mutations(data: bytes) -> st.SearchStrategy[bytes]:
-    body = len(data) - 10
-    flip = st.tuples(st.integers(0, body - 1), st.integers(0, 255)).map(
-        lambda t: data[:10 + t[0]] + bytes([t[1]]) + data[11 + t[0]:])
-    cut = st.integers(10, len(data) - 1).map(lambda n: data[:n])
-    extend = st.binary(min_size=1, max_size=4).map(lambda b: data + b)
-    insert = st.tuples(st.integers(10, len(data)), st.binary(min_size=1, max_size=3)).map(
-        lambda t: data[:t[0]] + t[1] + data[t[0]:])
-    return st.one_of(flip, cut, extend, insert)
-
-
 @pytest.mark.parametrize("feed", list(Feed))
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
@@ -92,8 +78,8 @@ def test_direct_equals_generic_for_damaged_bytes(feed: Feed, data: st.DataObject
     """Flipped, cut, extended or spliced bodies: same record or same DecodeError (reason, detail, cause)."""
     codec = CODECS[feed]
     good = codec.encode_value(data.draw(VALUES[feed]))
-    damaged = data.draw(st.lists(_mutations(good), min_size=1, max_size=4))
-    assert_same(codec, [good, *damaged])
+    bad = data.draw(st.lists(damaged(good, keep=10), min_size=1, max_size=4))
+    assert_same(codec, [good, *bad])
 
 
 # --- hand-made bodies: encodings fastavro never writes but must be read (or refused) the same ---
@@ -225,18 +211,9 @@ def test_confluent_own_schema_goes_direct_and_resolution_does_not() -> None:
         plan, _ = codec._resolver.plan(data)
         assert codec._direct_for(plan) is not None
         assert_same(codec, [data, data[:-1], data + b"\x00"])
-        evolved = _evolved_mark(registry)
+        evolved = evolved_mark(registry, "BTC", Decimal("2.50"), TS)
         plan, _ = codec._resolver.plan(evolved)
         assert codec._direct_for(plan) is None
         assert_same(codec, [evolved, evolved[:-1]])
 
 
-def _evolved_mark(registry: FakeRegistry) -> bytes:
-    """A Mark written by a writer schema with one extra field (registered under a new id)."""
-    evolved = {**default_schemas()["Mark"].definition}
-    evolved["fields"] = [*evolved["fields"], {"name": "venue", "type": "string", "default": "x"}]
-    sid = registry.add(json.dumps(evolved), subject="marks-value")
-    body = io.BytesIO()
-    value = {"symbol": "BTC", "price": Decimal("2.50"), "ts_ms": TS, "venue": "ep3"}
-    fastavro.schemaless_writer(body, fastavro.parse_schema(evolved), value)
-    return b"\x00" + sid.to_bytes(4, "big") + body.getvalue()

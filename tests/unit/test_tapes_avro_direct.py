@@ -26,7 +26,7 @@ from streams.tapes.avro import AvroTape, Block, Corrupt, direct_reader, entry_sc
 from streams.tapes.errors import MalformedRecord
 from streams.tapes.model import TapeRecord
 from streams.tapes.writer import TapeWriter, zigzag
-from tests.support.avro_values import TS, VALUES
+from tests.support.avro_values import TS, VALUES, damaged
 
 HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -191,16 +191,6 @@ def test_same_outcome_for_any_values(tmp_path: Path, feed: Feed, data: st.DataOb
     assert_same(tape(tmp_path / "t.avro", feed, blocks, data.draw(st.sampled_from(["null", "deflate"]))))
 
 
-def _damage(data: bytes) -> st.SearchStrategy[bytes]:
-    flip = st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)).map(
-        lambda t: data[:t[0]] + bytes([t[1]]) + data[t[0] + 1:])
-    cut = st.integers(0, len(data) - 1).map(lambda n: data[:n])
-    extend = st.binary(min_size=1, max_size=4).map(lambda b: data + b)
-    insert = st.tuples(st.integers(0, len(data)), st.binary(min_size=1, max_size=3)).map(
-        lambda t: data[:t[0]] + t[1] + data[t[0]:])
-    return st.one_of(flip, cut, extend, insert)
-
-
 @pytest.mark.parametrize("feed", list(Feed))
 @settings(max_examples=80, deadline=None, suppress_health_check=HEALTH)
 @given(data=st.data())
@@ -210,7 +200,7 @@ def test_same_outcome_for_damaged_blocks(tmp_path: Path, feed: Feed, data: st.Da
     blocks = _split(data.draw(_entries(feed)), data.draw(st.lists(st.integers(0, 20), max_size=2)))
     k = data.draw(st.integers(0, len(blocks) - 1))
     count, raw = blocks[k]
-    blocks[k] = (count + data.draw(st.sampled_from([0, 0, 0, -1, 1])), data.draw(_damage(raw)))
+    blocks[k] = (count + data.draw(st.sampled_from([0, 0, 0, -1, 1])), data.draw(damaged(raw)))
     assert_same(tape(tmp_path / "t.avro", feed, blocks, data.draw(st.sampled_from(["null", "deflate"]))))
 
 
