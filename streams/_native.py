@@ -1,11 +1,13 @@
-"""The compiled engine: `streams.core`'s hot modules built with mypyc from the same source, and the
-guard that only ever runs a build made from the sources beside it.
+"""The compiled engine: `streams.core`'s hot modules built with mypyc from the same source, the
+codec's direct reader in C, and the guard that only ever runs a build made from the sources beside it.
 
 `scripts/native.py build` (`make native`) compiles COMPILED in place: a C extension next to
 each module (which Python imports in preference to the .py), one shared library for the group, and a
 stamp with the SHA-256 of every source it compiled. Nothing else changes: the same code runs, as C,
-with mypyc checking its type annotations at run time. Without a build (no C compiler, or never run),
-the pure-Python modules run, with the same results.
+with mypyc checking its type annotations at run time. It also builds C_MODULES, hand-written C with
+a Python twin (`streams/codec/_cread.c` does the reads of `streams/codec/direct.py`), used only while
+the build is in use. Without a build (no C compiler, or never run), the pure-Python modules run,
+with the same results.
 
 `install()` runs when `streams` is imported, before any of these modules can be: it reads the stamp,
 and if any source changed since the build (an edit after `make native`, a checkout), or
@@ -35,12 +37,15 @@ COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror
             "streams.core.witness", "streams.core.engine")
 GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
 STAMP = PACKAGE_DIR / "core" / "_compiled.json"
+# hand-written C extensions, each the twin of Python code that runs without the build
+C_MODULES = ("streams.codec._cread",)
+NATIVE = COMPILED + C_MODULES
 
 _build = "pure"
 
 
 def source_of(module: str, root: Path = PACKAGE_DIR.parent) -> Path:
-    return root.joinpath(*module.split(".")).with_suffix(".py")
+    return root.joinpath(*module.split(".")).with_suffix(".c" if module in C_MODULES else ".py")
 
 
 def digest(path: Path) -> str:
@@ -70,7 +75,14 @@ def stale_sources(stamp: Path, modules: Sequence[str], root: Path = PACKAGE_DIR.
         built = json.loads(stamp.read_text(encoding="utf-8"))["sources"]
     except (OSError, ValueError, KeyError, TypeError):
         return list(modules)
-    return [m for m in modules if built.get(m) != digest(source_of(m, root)) or not extensions([m], root)]
+    return [m for m in modules if built.get(m) != _digest_or_none(source_of(m, root)) or not extensions([m], root)]
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return digest(path)
+    except OSError:  # a source missing beside its build (a hand-made install): not the build's source
+        return None
 
 
 class _SourceFirst:
@@ -90,7 +102,7 @@ class _SourceFirst:
         return importlib.util.spec_from_file_location(fullname, source_of(fullname, self.root))
 
 
-def decide(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent,
+def decide(modules: Sequence[str] = NATIVE, root: Path = PACKAGE_DIR.parent,
            stamp: Path = STAMP) -> tuple[str, list[str]]:
     """Which engine an import would run, and the modules whose source changed since the build."""
     if not extensions(modules, root):
@@ -101,15 +113,16 @@ def decide(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent,
     return ("pure (stale build)" if stale else "compiled"), stale
 
 
-def install(modules: Sequence[str] = COMPILED, root: Path = PACKAGE_DIR.parent, stamp: Path = STAMP) -> str:
-    """Decide which engine runs (see the module doc); returns and remembers the answer."""
+def install(modules: Sequence[str] = NATIVE, root: Path = PACKAGE_DIR.parent, stamp: Path = STAMP) -> str:
+    """Decide which engine runs (see the module doc); returns and remembers the answer. A C module
+    (C_MODULES) has no .py to load instead: its Python twin checks `engine_build()` before importing it."""
     global _build
     _build, stale = decide(modules, root, stamp)
     if stale:
         print(f"divmon: the compiled engine was built from other sources ({', '.join(stale)} changed "
               "since, or missing): running the pure-Python modules; `make native` rebuilds it", file=sys.stderr)
     if _build.startswith("pure ("):
-        sys.meta_path.insert(0, _SourceFirst(modules, root))
+        sys.meta_path.insert(0, _SourceFirst([m for m in modules if m not in C_MODULES], root))
     return _build
 
 
@@ -119,19 +132,23 @@ def engine_build() -> str:
 
 
 def stamp_text(root: Path = PACKAGE_DIR.parent) -> str:
-    """The stamp of a build of COMPILED from the sources under `root`: the digest of each."""
+    """The stamp of a build of NATIVE from the sources under `root`: the digest of each."""
     import json
 
-    return json.dumps({"sources": {m: digest(source_of(m, root)) for m in COMPILED}}, indent=1) + "\n"
+    return json.dumps({"sources": {m: digest(source_of(m, root)) for m in NATIVE}}, indent=1) + "\n"
 
 
 def ext_modules(target_dir: str, opt_level: str = "3") -> list[Any]:
-    """mypyc's extensions for COMPILED, for setuptools (run from the project root: the paths are
-    relative, and they name the modules). setup.py calls this with DIVMON_COMPILE=1 (wheels, images)."""
+    """mypyc's extensions for COMPILED and those of C_MODULES, for setuptools (run from the project
+    root: the paths are relative, and they name the modules). setup.py calls this with
+    DIVMON_COMPILE=1 (wheels, images)."""
     from mypyc.build import mypycify
+    from setuptools import Extension
 
+    hand_written = [Extension(m, [str(source_of(m, Path()))], extra_compile_args=["-O2", "-std=c11"])
+                    for m in C_MODULES]
     return mypycify([str(Path(*m.split(".")).with_suffix(".py")) for m in COMPILED], opt_level=opt_level,
-                    group_name=GROUP, target_dir=target_dir)
+                    group_name=GROUP, target_dir=target_dir) + hand_written
 
 
 def missing_toolchain() -> str | None:
@@ -184,7 +201,7 @@ def build() -> None:
 def clean() -> list[Path]:
     """Remove the compiled modules, the shared library and the stamp; returns what was removed."""
     core = PACKAGE_DIR / "core"
-    gone = extensions(COMPILED) + [p for p in core.glob("_compiled__mypyc.*") if p.is_file()]
+    gone = extensions(NATIVE) + [p for p in core.glob("_compiled__mypyc.*") if p.is_file()]
     if STAMP.exists():
         gone.append(STAMP)
     for p in gone:
@@ -214,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"no compiled engine ({type(exc).__name__}: {exc}); the pure-Python modules run",
                   file=sys.stderr)
         else:
-            print(f"compiled {len(COMPILED)} modules with mypyc: {', '.join(COMPILED)}")
+            print(f"compiled {len(COMPILED)} modules with mypyc: {', '.join(COMPILED)}; and {', '.join(C_MODULES)}")
     elif args.action == "clean":
         print(f"removed {len(clean())} files")
     engine = decide()[0]

@@ -1,0 +1,242 @@
+"""The C reader (streams/codec/_cread.c) is the Python direct reader of streams/codec/direct.py, in C:
+for any bytes it gives the same record or refuses, it holds no references it shouldn't, and it
+never reads outside the data (checked under AddressSanitizer).
+
+The codec and tape tests (test_codec_direct, test_tapes_avro_direct) hold whichever reader runs
+equal to the generic path; CI runs them on both (the native build, then DIVMON_PURE=1)."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import _native
+from streams.codec import input_codecs
+from streams.codec.codec import INPUT_CLASSES
+from streams.codec.direct import Unsure, _compile_record
+from streams.core.records import Feed, Fill
+from streams.tapes.avro import direct_reader, entry_schema
+from tests.support import cread
+from tests.support.avro_values import VALUES, damaged
+
+CODECS = input_codecs()
+HEADER = 10  # single-object encoding: marker and fingerprint
+
+
+@pytest.fixture(scope="module")
+def c(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    return cread.module(tmp_path_factory.mktemp("cread"))
+
+
+def _python(feed: Feed) -> Any:
+    return _compile_record(CODECS[feed].schema.definition, INPUT_CLASSES, {})
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal records, decimal for decimal digit by digit (Decimal == ignores exponents)."""
+    return repr(got) == repr(want) and got == want
+
+
+def _outcome_call(read: Any, data: bytes) -> Any:
+    try:
+        return read(data, HEADER)
+    except Exception:
+        return "refused"
+
+
+def _python_call(py: Any, data: bytes) -> Any:
+    try:
+        record, end = py(data, HEADER)
+    except Exception:  # any refusal is the same verdict: take the generic path
+        return "refused"
+    return record if end == len(data) else "refused"
+
+
+def _python_body(py: Any, data: bytes, pos: int) -> Any:
+    try:
+        record, end = py(data, pos)
+    except Exception:
+        return "refused"
+    return (record, end) if end <= len(data) else "refused"  # the caller refuses what ran past the end
+
+
+def _c_body(reader: Any, data: bytes, pos: int) -> Any:
+    try:
+        return reader.body(data, pos)
+    except Exception:
+        return "refused"
+
+
+def assert_twins(c: ModuleType, feed: Feed, data: bytes) -> None:
+    py = _python(feed)
+    reader = c.Reader(py.spec, Unsure)
+    assert _same(_outcome_call(reader, data), _python_call(py, data))
+    for pos in (HEADER, HEADER + 1, len(data)):
+        assert _same(_c_body(reader, data, pos), _python_body(py, data, pos))
+
+
+@pytest.mark.parametrize("feed", list(Feed))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_c_reader_equals_python_reader_for_any_value(c: ModuleType, feed: Feed, data: st.DataObject) -> None:
+    assert_twins(c, feed, CODECS[feed].encode_value(data.draw(VALUES[feed])))
+
+
+@pytest.mark.parametrize("feed", list(Feed))
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_c_reader_equals_python_reader_for_damaged_bytes(c: ModuleType, feed: Feed, data: st.DataObject) -> None:
+    good = CODECS[feed].encode_value(data.draw(VALUES[feed]))
+    assert_twins(c, feed, data.draw(damaged(good, keep=HEADER)))
+
+
+@pytest.mark.parametrize("feed", [Feed.RISK, Feed.FILLS])
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=80))
+def test_c_reader_equals_python_reader_for_random_bytes(c: ModuleType, feed: Feed, body: bytes) -> None:
+    assert_twins(c, feed, b"\xc3\x01" + bytes(8) + body)
+
+
+def test_long_edges_read_as_python_reads_them(c: ModuleType) -> None:
+    """Varints at the 9-byte limit (the largest both read), and 10 bytes (both refuse)."""
+    py = _python(Feed.MARKS)
+    reader = c.Reader(py.spec, Unsure)
+    head = CODECS[Feed.MARKS].encode_value({"symbol": "BTC", "price": "1", "ts_ms": 0})[:-1]
+    for ts in (0, -1, 63, -64, 64, 2**62 - 1, -(2**62), 2**63 - 1, -(2**63)):
+        z = (ts << 1) ^ (ts >> 63)
+        out = bytearray()
+        while z >= 0x80:
+            out.append(z & 0x7F | 0x80)
+            z >>= 7
+        out.append(z)
+        data = head + bytes(out)
+        want = _python_call(py, data)
+        assert _same(reader(data, HEADER) if want != "refused" else _outcome_call(reader, data), want), ts
+        assert want == "refused" or want.ts_ms == ts
+    ten = head + b"\x80" * 9 + b"\x01"
+    assert _outcome_call(reader, ten) == "refused" == _python_call(py, ten)
+
+
+def test_the_native_build_reads_with_c_and_pure_runs_python(c: ModuleType) -> None:
+    """Which reader a codec and an Avro tape use follows the build this process runs."""
+    compiled = _native.engine_build() == "compiled"
+    kind = "Reader" if compiled else "function"
+    assert {type(codec._direct).__name__ for codec in CODECS.values()} == {kind}
+    tape_read = direct_reader(SimpleNamespace(definition=entry_schema(Feed.FILLS)), Feed.FILLS)  # type: ignore[arg-type]
+    assert type(getattr(tape_read, "__self__", tape_read)).__name__ == kind
+
+
+def test_no_reference_is_leaked_or_lost(c: ModuleType) -> None:
+    """Records read and dropped, valid or refused half-way, leave every shared object's count as it was."""
+    codec = CODECS[Feed.FILLS]
+    reader = c.Reader(_python(Feed.FILLS).spec, Unsure)
+    good = codec.encode_value({"fill_id": "f-1", "account_id": "A", "symbol": "BTC", "qty": "2.5", "price": "10",
+                               "ts_ms": 7})
+    batch = [good, good[:-3], good[:20] + b"\xff\xff" + good[22:], good + b"\x00"]
+    first = reader(good, HEADER)
+    qty = first.qty
+    for data in batch:  # warm the decimal cache
+        _outcome_call(reader, data)
+    gc.collect()
+    counts = [sys.getrefcount(x) for x in (Fill, qty, Unsure, good, reader)]
+    for _ in range(2000):
+        for data in batch:
+            _outcome_call(reader, data)
+            _c_body(reader, data, HEADER)
+    gc.collect()
+    assert [sys.getrefcount(x) for x in (Fill, qty, Unsure, good, reader)] == counts
+    assert reader(good, HEADER).qty is qty and qty == Decimal("2.5")
+
+
+def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) -> None:
+    with pytest.raises(ValueError, match="a record's class must be a tuple subclass"):
+        c.Reader(("record", dict, (("long",),)), Unsure)
+    with pytest.raises(ValueError, match="unknown kind"):
+        c.Reader(("record", Fill, (("float",),)), Unsure)
+    with pytest.raises(ValueError, match="the root must be a record"):
+        c.Reader(("long",), Unsure)
+    with pytest.raises(ValueError, match="null index must be 0 or 1"):
+        c.Reader(("record", Fill, (("union", 2, ("long",)),)), Unsure)
+    deep: Any = ("long",)
+    for _ in range(40):
+        deep = ("array", deep)
+    with pytest.raises(ValueError, match="nested too deep"):
+        c.Reader(("record", Fill, (deep,)), Unsure)
+    with pytest.raises(TypeError, match="unsure must be an exception class"):
+        c.Reader(_python(Feed.FILLS).spec, "no")
+    reader = c.Reader(_python(Feed.FILLS).spec, Unsure)
+    with pytest.raises(TypeError, match="expected bytes, got bytearray"):
+        reader(bytearray(20), HEADER)
+    with pytest.raises(IndexError, match="position 30 outside the data"):
+        reader.body(bytes(20), 30)
+    with pytest.raises(Unsure, match="data ends at byte 20"):
+        reader(bytes(20), 20)
+
+
+ASAN_PROBE = """
+import random, sys
+sys.path.insert(0, sys.argv[2])
+from tests.support import cread
+c = cread.load(cread.Path(sys.argv[1]))
+from streams.codec import input_codecs
+from streams.codec.codec import INPUT_CLASSES
+from streams.codec.direct import Unsure, _compile_record
+from streams.core.records import Feed
+from tests.unit.test_cread import _c_body, _outcome_call, _python_body, _python_call, _same
+rng = random.Random(7)
+codecs = input_codecs()
+values = {
+    Feed.RISK: {"account_id": "A", "published_ts_ms": 5, "im_total": "1.5", "open_orders_margin": "0",
+                "equity": "100", "avail": "-3", "positions": [{"symbol": "BTC", "qty": "2", "im": None},
+                                                              {"symbol": "ETH", "qty": "-0.25", "im": "7"}]},
+    Feed.FILLS: {"fill_id": "f", "account_id": "A", "symbol": "BTC", "qty": "1", "price": "2.5", "ts_ms": 9},
+}
+checked = 0
+for feed, value in values.items():
+    py = _compile_record(codecs[feed].schema.definition, INPUT_CLASSES, {})
+    reader = c.Reader(py.spec, Unsure)
+    good = codecs[feed].encode_value(value)
+    for _ in range(int(sys.argv[3])):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            op = rng.randrange(3)
+            i = rng.randrange(10, len(data)) if len(data) > 10 else 10
+            if op == 0 and i < len(data):
+                data[i] = rng.randrange(256)
+            elif op == 1:
+                del data[i:]
+            else:
+                data[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
+        data = bytes(data)
+        assert _same(_outcome_call(reader, data), _python_call(py, data)), data
+        assert _same(_c_body(reader, data, 10), _python_body(py, data, 10)), data
+        checked += 1
+print(checked)
+"""
+
+
+@pytest.mark.slow
+def test_the_c_reader_stays_inside_the_data_under_address_sanitizer(tmp_path: Path) -> None:
+    """Compiled with -fsanitize=address and every Python allocation on the sanitized malloc, the
+    reader reads thousands of damaged records: any read outside a buffer would abort the process."""
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert Path(libasan).is_file(), f"gcc has no AddressSanitizer runtime ({libasan})"
+    ext = cread.build(tmp_path, cflags=("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
+                      ldflags=("-fsanitize=address",))
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+           "PYTHONMALLOC": "malloc", "DIVMON_PURE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run([sys.executable, "-c", ASAN_PROBE, str(ext), str(root), "3000"], env=env, check=False,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert int(run.stdout.split()[-1]) == 6000
