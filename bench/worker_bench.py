@@ -108,7 +108,20 @@ def cpu_figures(port: int) -> dict[str, float]:
                 out[sample.labels["stage"]] = sample.value
             elif sample.name == "divmon_loop_cpu_seconds_total":
                 out["loop"] = sample.value
+            elif sample.name == "divmon_records_consumed_total":
+                out["consumed"] = out.get("consumed", 0.0) + sample.value
     return out
+
+
+def steady(samples: list[tuple[float, dict[str, float]]], total: int) -> tuple[float, float]:
+    """Records/s and loop-thread busy share between 10% and 90% of the input consumed: the rate
+    without the start and the tail (at the end, event time waits `DIVMON_IDLE_MS` for the inputs to
+    go idle, then a checkpoint and a commit interval pass before the offsets show everything)."""
+    inside = [(t, f) for t, f in samples if 0.1 * total <= f.get("consumed", 0) <= 0.9 * total]
+    if len(inside) < 2:
+        return 0.0, 0.0
+    (t0, a), (t1, b) = inside[0], inside[-1]
+    return (b["consumed"] - a["consumed"]) / (t1 - t0), (b.get("loop", 0) - a.get("loop", 0)) / (t1 - t0)
 
 
 def process_cpu(pid: int) -> float:
@@ -117,7 +130,15 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all CPUs (/proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pid: int
                ) -> tuple[float, float, dict[str, float]]:
     group = f"bench-{tag}"
     port = free_port()
@@ -136,12 +157,21 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int
         while "warm: partitions" not in log.read_text():
             time.sleep(0.05)
             assert proc.poll() is None, log.read_text()[-2000:]
+        cpu: dict[str, float] = {}
         began, cpu_before, proc_before = time.perf_counter(), cpu_figures(port), process_cpu(proc.pid)
+        broker_before, machine_before = process_cpu(broker_pid), machine_busy()
+        samples = []
         while not committed_all(bs, group, topics):
             time.sleep(0.25)
+            samples.append((time.perf_counter(), cpu_figures(port)))
         took = time.perf_counter() - began
-        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_figures(port).items()}
+        cpu["steady_rps"], cpu["steady_busy"] = steady(samples, total)
+        cpu.update({k: v - cpu_before.get(k, 0.0) for k, v in cpu_figures(port).items()})
         cpu["process"] = process_cpu(proc.pid) - proc_before
+        cpu["broker"] = process_cpu(broker_pid) - broker_before
+        machine_after = machine_busy()
+        cpu["machine_busy"] = machine_after[0] - machine_before[0]
+        cpu["machine_total"] = machine_after[1] - machine_before[1]
         cpu["wall"] = took
     finally:
         proc.terminate()
@@ -162,6 +192,8 @@ def print_breakdown(cpu: dict[str, float], records: int) -> None:
     rest = loop - sum(v for _, v in stages)
     print(f"  loop thread: {loop:.1f} CPU s over {cpu['wall']:.1f} s wall (busy {loop / cpu['wall']:.0%}); "
           f"whole process {cpu['process']:.1f} CPU s")
+    print(f"  meanwhile: the broker used {cpu['broker']:.1f} CPU s; the machine's {os.cpu_count()} CPUs were "
+          f"busy {cpu['machine_busy'] / cpu['machine_total']:.0%} (everything on this host, neighbours too)")
     for name, v in [*stages, ("other (Faust, aiokafka fetch, asyncio)", rest)]:
         print(f"    {name:<40} {v:7.2f} s {v / loop:6.1%} {v / records * 1e6:7.1f} µs/record")
 
@@ -236,9 +268,10 @@ def main() -> None:
         print(f"produced {total:,} records ({account_total:,} account-keyed) on {bs}", flush=True)
         ceiling = decode_ceiling(bs, topics, total)
         print(f"decode ceiling (confluent-kafka consume + decode_many): {ceiling:,.0f} records/s", flush=True)
-        rps, eps, cpu = run_worker(bs, topics, tag, total)
-        print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s",
-              flush=True)
+        rps, eps, cpu = run_worker(bs, topics, tag, total, broker.pid)
+        print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s "
+              f"end to end; {cpu['steady_rps']:,.0f} records/s steady (10-90% of the input, loop thread busy "
+              f"{cpu['steady_busy']:.0%})", flush=True)
         print_breakdown(cpu, total)
         naive = run_naive(bs, tag, min(args.naive_records, account_total))
         print(f"naive per-event Faust agent (decode + engine per event): {naive:,.0f} records/s", flush=True)

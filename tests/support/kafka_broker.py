@@ -114,6 +114,13 @@ class KafkaBroker:
         return f"{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The broker's JVM process id (benchmarks read its CPU time); only valid while started."""
+        if self._proc is None:
+            raise KafkaBrokerError("broker is not started")
+        return self._proc.pid
+
+    @property
     def log_path(self) -> Path:
         """The broker's server.log (inside the temporary folder, gone after ``stop()``)."""
         if self.workdir is None:
