@@ -130,6 +130,30 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by kind: `main` (the event loop's thread: the process id),
+    `librdkafka` (its C threads, named rdk:*, which run without the GIL) and `other threads` (the
+    rest: Faust's aiokafka consumer thread, executor threads, the metrics server), which compete
+    with the loop thread for the GIL."""
+    out = {"main": 0.0, "librdkafka": 0.0, "other threads": 0.0}
+    hz = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = "main" if task.name == str(pid) else "librdkafka" if name.startswith("rdk:") else "other threads"
+        out[kind] += (int(fields[11]) + int(fields[12])) / hz
+    return out
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the process's main thread was runnable but waiting for a CPU (/proc schedstat): time
+    the loop thread lost to other threads and processes on this host, not to its own work."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, all CPUs (/proc/stat)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -159,7 +183,8 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
             assert proc.poll() is None, log.read_text()[-2000:]
         cpu: dict[str, float] = {}
         began, cpu_before, proc_before = time.perf_counter(), cpu_figures(port), process_cpu(proc.pid)
-        broker_before, machine_before = process_cpu(broker_pid), machine_busy()
+        broker_before, machine_before, threads_before = process_cpu(broker_pid), machine_busy(), threads_cpu(proc.pid)
+        delay_before = run_delay(proc.pid)
         samples = []
         while not committed_all(bs, group, topics):
             time.sleep(0.25)
@@ -169,6 +194,8 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
         cpu.update({k: v - cpu_before.get(k, 0.0) for k, v in cpu_figures(port).items()})
         cpu["process"] = process_cpu(proc.pid) - proc_before
         cpu["broker"] = process_cpu(broker_pid) - broker_before
+        cpu["run_delay"] = run_delay(proc.pid) - delay_before
+        cpu.update({k: v - threads_before[k] for k, v in threads_cpu(proc.pid).items()})
         machine_after = machine_busy()
         cpu["machine_busy"] = machine_after[0] - machine_before[0]
         cpu["machine_total"] = machine_after[1] - machine_before[1]
@@ -192,6 +219,8 @@ def print_breakdown(cpu: dict[str, float], records: int) -> None:
     rest = loop - sum(v for _, v in stages)
     print(f"  loop thread: {loop:.1f} CPU s over {cpu['wall']:.1f} s wall (busy {loop / cpu['wall']:.0%}); "
           f"whole process {cpu['process']:.1f} CPU s")
+    print(f"  threads: main {cpu['main']:.1f} CPU s (and {cpu['run_delay']:.1f} s runnable, waiting for a CPU), "
+          f"other Python threads (GIL) {cpu['other threads']:.1f}, librdkafka (no GIL) {cpu['librdkafka']:.1f}")
     print(f"  meanwhile: the broker used {cpu['broker']:.1f} CPU s; the machine's {os.cpu_count()} CPUs were "
           f"busy {cpu['machine_busy'] / cpu['machine_total']:.0%} (everything on this host, neighbours too)")
     for name, v in [*stages, ("other (Faust, aiokafka fetch, asyncio)", rest)]:
