@@ -1,13 +1,14 @@
 """The compiled engine: `streams.core`'s hot modules built with mypyc from the same source, the
-codec's direct reader in C, and the guard that only ever runs a build made from the sources beside it.
+codec's Avro reader and event writer in C, and the guard that only ever runs a build made from the
+sources beside it.
 
 `scripts/native.py build` (`make native`) compiles COMPILED in place: a C extension next to
 each module (which Python imports in preference to the .py), one shared library for the group, and a
 stamp with the SHA-256 of every source it compiled. Nothing else changes: the same code runs, as C,
 with mypyc checking its type annotations at run time. It also builds C_MODULES, hand-written C with
-a Python twin (`streams/codec/_cread.c` does the reads of `streams/codec/direct.py`), used only while
-the build is in use. Without a build (no C compiler, or never run), the pure-Python modules run,
-with the same results.
+a Python twin (`streams/codec/_cread.c` does the reads of `streams/codec/direct.py`, `_cwrite.c` the
+writes of `streams/codec/encoder.py`), used only while the build is in use. Without a build (no C
+compiler, or never run), the pure-Python modules run, with the same results.
 
 `install()` runs when `streams` is imported, before any of these modules can be: it reads the stamp,
 and if any source changed since the build (an edit after `make native`, a checkout), or
@@ -38,7 +39,7 @@ COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror
 GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
 STAMP = PACKAGE_DIR / "core" / "_compiled.json"
 # hand-written C extensions, each the twin of Python code that runs without the build
-C_MODULES = ("streams.codec._cread",)
+C_MODULES = ("streams.codec._cread", "streams.codec._cwrite")
 NATIVE = COMPILED + C_MODULES
 
 _build = "pure"

@@ -1,25 +1,29 @@
-"""The C reader (streams/codec/_cread.c) as tests need it: the one the native build made, or one
-compiled for the test (in a temporary directory, with extra flags such as a sanitizer's)."""
+"""The hand-written C extensions (`streams._native.C_MODULES`: streams/codec/_cread.c, _cwrite.c) as
+tests need them: the one the native build made, or one compiled for the test (in a temporary
+directory, with extra flags such as a sanitizer's)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
 from streams import _native
 
-SOURCE = _native.source_of("streams.codec._cread")
 
-
-def build(target: Path, cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] = ()) -> Path:
-    """Compile _cread.c into `target` (setuptools, as the native build does); the extension's path."""
+def build(name: str, target: Path, cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] = ()) -> Path:
+    """Compile C module `name` (e.g. "_cread") into `target` with setuptools, as the native build
+    does; the extension's path."""
     from setuptools import Extension
     from setuptools.dist import Distribution
 
-    ext = Extension("_cread", [str(SOURCE)], extra_compile_args=["-std=c11", *cflags], extra_link_args=list(ldflags))
-    dist = Distribution({"name": "cread-test", "ext_modules": [ext]})
+    source = _native.source_of(f"streams.codec.{name}")
+    ext = Extension(name, [str(source)], extra_compile_args=["-std=c11", *cflags], extra_link_args=list(ldflags))
+    dist = Distribution({"name": f"{name}-test", "ext_modules": [ext]})
     dist.script_args = ["-q", "build_ext", "--build-lib", str(target), "--build-temp", str(target / "o")]
     dist.parse_command_line()
     cwd = Path.cwd()
@@ -28,22 +32,39 @@ def build(target: Path, cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] =
         dist.run_commands()
     finally:
         os.chdir(cwd)
-    built, = target.glob("_cread.*.so")
+    built, = target.glob(f"{name}.*.so")
     return built
 
 
 def load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_cread", path)
+    """The extension at `path`, imported under its own name (outside the package)."""
+    spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def module(tmp: Path) -> ModuleType:
-    """The built extension when this process runs the native build, else a fresh build in `tmp`."""
+def module(name: str, tmp: Path) -> ModuleType:
+    """`streams.codec.<name>` when this process runs the native build, else a fresh build in `tmp`."""
     if _native.engine_build() == "compiled":
-        from streams.codec import _cread  # type: ignore[attr-defined]
+        return importlib.import_module(f"streams.codec.{name}")
+    return load(build(name, tmp))
 
-        return _cread  # type: ignore[no-any-return]
-    return load(build(tmp))
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_under_asan(name: str, tmp: Path, probe: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Python code `probe` (`python -c probe EXTENSION ROOT *args`) with C module `name` compiled
+    under AddressSanitizer and every Python allocation on the sanitized malloc, so that any read or
+    write outside a buffer aborts the process with a report on stderr."""
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert Path(libasan).is_file(), f"gcc has no AddressSanitizer runtime ({libasan})"
+    ext = build(name, tmp, cflags=("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
+                ldflags=("-fsanitize=address",))
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+           "PYTHONMALLOC": "malloc", "DIVMON_PURE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-c", probe, str(ext), str(ROOT), *args], env=env, check=False,
+                          capture_output=True, text=True, timeout=600)

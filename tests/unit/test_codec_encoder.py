@@ -235,8 +235,12 @@ def test_caches_stay_bounded_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoder_module, "STRING_CACHE_MAX", 4)
     monkeypatch.setattr(encoder_module, "HIGH_CACHE_MAX", 2)
     monkeypatch.setattr(decimals_module, "WRITE_CACHE_MAX", 4)
-    codec = EventCodec()
-    caches = [v for k, v in _compiled(BASE_MISMATCH).__globals__.items() if k != "__builtins__" and isinstance(v, dict)]
+    codec = EventCodec()  # with the native build, its C encoders share the decimal caches (prefix b"")
+    python = compile_encoder(PositionMismatch, default_schemas()["PositionMismatch"].definition, native=False)
+    assert python is not None
+    head = b"\xc3\x01" + default_schemas()["PositionMismatch"].fingerprint
+    caches = [v for k, v in python.__globals__.items() if k != "__builtins__" and isinstance(v, dict)]
+    caches += [c for c in encoder_module.DECIMAL_CACHES.values() if all(c is not x for x in caches)]
     assert len(caches) > 10
     for cache in caches:
         cache.clear()  # shared per process: other tests filled them
@@ -244,7 +248,7 @@ def test_caches_stay_bounded_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
         for i in range(60):
             event = dataclasses.replace(BASE_MISMATCH, account_id=f"ACC-{i}", delta=D(i) / 8, mark=D(-i) / 4,
                                         first_seen_ts_ms=TS + i * 100_000, version=i)
-            assert codec.encode_event(event) == _reference(event)
+            assert codec.encode_event(event) == _reference(event) == python(event, head)
             assert all(len(c) <= 4 for c in caches)
 
 

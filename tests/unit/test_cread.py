@@ -8,7 +8,6 @@ equal to the generic path; CI runs them on both (the native build, then DIVMON_P
 from __future__ import annotations
 
 import gc
-import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +24,7 @@ from streams.codec.codec import INPUT_CLASSES
 from streams.codec.direct import Unsure, _compile_record
 from streams.core.records import Feed, Fill
 from streams.tapes.avro import direct_reader, entry_schema
-from tests.support import cread
+from tests.support import cnative
 from tests.support.avro_values import VALUES, damaged
 
 CODECS = input_codecs()
@@ -34,7 +33,7 @@ HEADER = 10  # single-object encoding: marker and fingerprint
 
 @pytest.fixture(scope="module")
 def c(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    return cread.module(tmp_path_factory.mktemp("cread"))
+    return cnative.module("_cread", tmp_path_factory.mktemp("cread"))
 
 
 def _python(feed: Feed) -> Any:
@@ -185,8 +184,9 @@ def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) ->
 ASAN_PROBE = """
 import random, sys
 sys.path.insert(0, sys.argv[2])
-from tests.support import cread
-c = cread.load(cread.Path(sys.argv[1]))
+from pathlib import Path
+from tests.support import cnative
+c = cnative.load(Path(sys.argv[1]))
 from streams.codec import input_codecs
 from streams.codec.codec import INPUT_CLASSES
 from streams.codec.direct import Unsure, _compile_record
@@ -228,15 +228,6 @@ print(checked)
 def test_the_c_reader_stays_inside_the_data_under_address_sanitizer(tmp_path: Path) -> None:
     """Compiled with -fsanitize=address and every Python allocation on the sanitized malloc, the
     reader reads thousands of damaged records: any read outside a buffer would abort the process."""
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-    assert Path(libasan).is_file(), f"gcc has no AddressSanitizer runtime ({libasan})"
-    ext = cread.build(tmp_path, cflags=("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
-                      ldflags=("-fsanitize=address",))
-    root = Path(__file__).resolve().parents[2]
-    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-           "PYTHONMALLOC": "malloc", "DIVMON_PURE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run([sys.executable, "-c", ASAN_PROBE, str(ext), str(root), "3000"], env=env, check=False,
-                         capture_output=True, text=True, timeout=600)
+    run = cnative.run_under_asan("_cread", tmp_path, ASAN_PROBE, "3000")
     assert run.returncode == 0, run.stderr[-4000:]
     assert int(run.stdout.split()[-1]) == 6000

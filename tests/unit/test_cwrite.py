@@ -1,0 +1,178 @@
+"""The C event encoder (streams/codec/_cwrite.c) is the generated Python encoder of
+streams/codec/encoder.py, in C: for any event, odd values included, it writes the same bytes or
+steps aside the same way (None, or a raise: the caller then takes the reference path), holds no
+reference it shouldn't, and stays inside its buffers (checked under AddressSanitizer).
+
+test_codec_encoder holds whichever encoder runs equal to fastavro; CI runs it on both (the native
+build, then DIVMON_PURE=1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from streams import _native
+from streams.codec import EventCodec, default_schemas
+from streams.codec.encoder import _spec, compile_encoder
+from streams.core.events import EVENT_TYPES, AvailGapFlip, PositionMismatch
+from tests.support import cnative
+from tests.unit.test_codec_encoder import _events
+from tests.unit.test_codec_fast import BASE_MISMATCH, EVENTS
+
+SCHEMAS = default_schemas()
+
+
+@pytest.fixture(scope="module")
+def c(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    return cnative.module("_cwrite", tmp_path_factory.mktemp("cwrite"))
+
+
+def _spec_of(cls: type) -> tuple[Any, ...]:
+    fields = SCHEMAS[cls.__name__].definition["fields"]
+    attrs = {("class" if f.name == "cls" else f.name): f.name for f in dataclasses.fields(cls)}
+    return ("record", tuple((attrs[f["name"]], _spec(f["type"])) for f in fields))
+
+
+def _head(cls: type) -> bytes:
+    return b"\xc3\x01" + SCHEMAS[cls.__name__].fingerprint
+
+
+def _outcome(encode: Any, event: Any, head: bytes) -> Any:
+    """bytes, or "aside" for both ways of stepping aside (None or a raise)."""
+    try:
+        out = encode(event, head)
+    except Exception:  # raising is the other way to step aside
+        return "aside"
+    return "aside" if out is None else out
+
+
+def assert_twins(c: ModuleType, event: Any) -> None:
+    cls = type(event)
+    python = compile_encoder(cls, SCHEMAS[cls.__name__].definition, native=False)
+    assert python is not None
+    native = c.Encoder(_spec_of(cls))
+    head = _head(cls)
+    assert _outcome(native, event, head) == _outcome(python, event, head)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_events(fitting=True))
+def test_c_encoder_equals_python_encoder_for_any_event(c: ModuleType, event: Any) -> None:
+    assert_twins(c, event)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_events(fitting=False))
+def test_c_encoder_steps_aside_like_python_for_odd_values(c: ModuleType, event: Any) -> None:
+    assert_twins(c, event)
+
+
+def test_the_native_build_encodes_with_c_and_pure_runs_python(c: ModuleType) -> None:
+    """Which encoder an EventCodec uses follows the build this process runs; both write the same."""
+    compiled = _native.engine_build() == "compiled"
+    codec = EventCodec()
+    assert {type(enc).__name__ for _, enc in codec._compiled.values()} == {"Encoder" if compiled else "function"}
+    for event in EVENTS:
+        assert_twins(c, event)
+    assert len(codec._compiled) == len(EVENT_TYPES)
+
+
+def test_no_reference_is_leaked_or_lost(c: ModuleType) -> None:
+    """Events written, stepped aside from and refused half-way leave every shared object's count as it was."""
+    encoder = c.Encoder(_spec_of(PositionMismatch))
+    head = _head(PositionMismatch)
+    fresh = Decimal("1.25")
+    odd = [dataclasses.replace(BASE_MISMATCH, version=True), dataclasses.replace(BASE_MISMATCH, version=1 << 70),
+           dataclasses.replace(BASE_MISMATCH, mark=Decimal("sNaN")), dataclasses.replace(BASE_MISMATCH, delta=1.5),
+           dataclasses.replace(BASE_MISMATCH, account_id="\udcff"), dataclasses.replace(BASE_MISMATCH, delta=fresh)]
+    for event in [BASE_MISMATCH, *odd]:  # warm the decimal caches
+        _outcome(encoder, event, head)
+    gc.collect()
+    watched = (PositionMismatch, BASE_MISMATCH, BASE_MISMATCH.delta, BASE_MISMATCH.account_id, fresh, head, encoder)
+    counts = [sys.getrefcount(x) for x in watched]
+    for _ in range(2000):
+        for event in [BASE_MISMATCH, *odd]:
+            _outcome(encoder, event, head)
+    gc.collect()
+    assert [sys.getrefcount(x) for x in watched] == counts
+
+
+def test_long_arrays_grow_the_buffer(c: ModuleType) -> None:
+    """Events far larger than the encoder's first buffer (512 bytes) come out whole."""
+    flip = next(e for e in EVENTS if isinstance(e, AvailGapFlip))
+    python = compile_encoder(AvailGapFlip, SCHEMAS["AvailGapFlip"].definition, native=False)
+    encoder = c.Encoder(_spec_of(AvailGapFlip))
+    for n in (0, 40, 1000):
+        event = dataclasses.replace(flip, im_delta_symbols=tuple(f"SYMBOL-{i}" for i in range(n)),
+                                    im_deltas=tuple(Decimal(i) / 8 if i % 2 else None for i in range(n)))
+        out = encoder(event, _head(AvailGapFlip))
+        assert out == python(event, _head(AvailGapFlip))  # type: ignore[misc]
+        assert len(out) > 12 * n  # each symbol ~9 bytes, each delta ~1 or ~8
+
+
+def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) -> None:
+    with pytest.raises(ValueError, match="the root must be"):
+        c.Encoder(("long",))
+    with pytest.raises(ValueError, match="unknown kind"):
+        c.Encoder(("record", (("a", ("double",)),)))
+    with pytest.raises(ValueError, match="null index must be 0 or 1"):
+        c.Encoder(("record", (("a", ("union", 3, ("long",))),)))
+    with pytest.raises(ValueError, match="a decimal needs"):
+        c.Encoder(("record", (("a", ("decimal", [], print, Decimal)),)))
+    with pytest.raises(ValueError, match="a field must be"):
+        c.Encoder(("record", (("a",),)))
+    deep: Any = ("long",)
+    for _ in range(40):
+        deep = ("array", deep, False)
+    with pytest.raises(ValueError, match="nested too deep"):
+        c.Encoder(("record", (("a", deep),)))
+    with pytest.raises(TypeError, match="head must be bytes"):
+        c.Encoder(_spec_of(PositionMismatch))(BASE_MISMATCH, "head")
+
+
+ASAN_PROBE = """
+import dataclasses, random, sys
+from decimal import Decimal
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tests.support import cnative
+c = cnative.load(Path(sys.argv[1]))
+from tests.unit.test_cwrite import _head, _outcome, _spec_of
+from tests.unit.test_codec_fast import EVENTS
+from streams.codec import default_schemas
+from streams.codec.encoder import compile_encoder
+rng = random.Random(11)
+odd = [None, True, False, 0, -1, 1 << 63, -(1 << 63) - 1, 1.5, "", "é" * 40, "\\udcff", b"x", Decimal("0.5"),
+       Decimal("1E+40"), Decimal("NaN"), Decimal("sNaN"), "2.5", [], (), ["A"] * 70, (Decimal(1), None) * 40, {}]
+checked = 0
+for event in EVENTS:
+    cls = type(event)
+    python = compile_encoder(cls, default_schemas()[cls.__name__].definition, native=False)
+    native = c.Encoder(_spec_of(cls))
+    names = [f.name for f in dataclasses.fields(cls)]
+    for _ in range(int(sys.argv[3])):
+        grown = ["S" * rng.randint(0, 30)] * rng.randint(1, 120)  # past the first 512 bytes, at any offset
+        pick = odd + [grown, tuple(grown), "L" * rng.randint(100, 2000), [Decimal(rng.randint(-9, 9))] * 90]
+        changed = dataclasses.replace(event, **{n: rng.choice(pick) for n in rng.sample(names, rng.randint(1, 3))})
+        assert _outcome(native, changed, _head(cls)) == _outcome(python, changed, _head(cls)), changed
+        checked += 1
+print(checked)
+"""
+
+
+@pytest.mark.slow
+def test_the_c_encoder_stays_inside_its_buffers_under_address_sanitizer(tmp_path: Path) -> None:
+    """Compiled with -fsanitize=address, the encoder writes thousands of events with odd values in
+    random fields (growing its buffer, stepping aside half-way): any access outside a buffer would
+    abort the process."""
+    run = cnative.run_under_asan("_cwrite", tmp_path, ASAN_PROBE, "1000")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert int(run.stdout.split()[-1]) == 1000 * len(EVENTS)
