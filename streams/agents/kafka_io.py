@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -61,14 +61,16 @@ def ensure_topics(s: Settings, partitions: int, timeout: float = 30.0) -> None:
 class Outputs:
     """See the module docstring."""
 
-    def __init__(self, s: Settings, codec: EventCodec) -> None:
+    def __init__(self, s: Settings, codec: EventCodec, producer_config: Mapping[str, Any] | None = None) -> None:
+        """`producer_config`: extra producer settings over the defaults (tests: a short message.timeout.ms)."""
         self.topics = output_topics(s)
         self.dead_topic = s.topic_dead_letter
         self.codec = codec
         self.errors: list[str] = []
         self._producer = Producer({**client_config(s), "linger.ms": 20, "acks": "all",
                                    "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000,
-                                   "error_cb": lambda err: log.warning("kafka producer: %s", err)})
+                                   "error_cb": lambda err: log.warning("kafka producer: %s", err),
+                                   **(producer_config or {})})
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:

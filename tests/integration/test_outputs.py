@@ -1,0 +1,87 @@
+"""`Outputs` (the worker's output producer): what it produces arrives, and `flush()` raises whenever
+something produced before it was not delivered, so the commit gate never marks those offsets safe."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaException
+
+from streams.agents.kafka_io import Outputs, output_topics
+from streams.codec import EventCodec
+from streams.config import Settings
+from streams.core.records import Feed
+from streams.worker.pipeline import DeadLetter
+from tests.integration.worker_support import read_topics
+
+UNREACHABLE = "127.0.0.1:1"
+
+
+def _settings(brokers: str, tag: str) -> Settings:
+    return Settings.load({"brokers": brokers, "topic_prefix_out": f"{tag}.out.",
+                          "topic_dead_letter": f"{tag}.dead"}, environ={})
+
+
+def _dead_letter(value: bytes) -> DeadLetter:
+    return DeadLetter(Feed.EP3, "ep3.positions", 0, 7, b"A1", value, "decode", "bad bytes")
+
+
+@pytest.mark.kafka
+def test_events_arrive_on_their_topics_keyed_by_account(kafka_bootstrap: str, kafka_topics: Callable[..., list[str]],
+                                                        make_events: Callable[..., list[Any]]) -> None:
+    """Every event lands on the topic of its type, keyed by account (scope if none), Avro-decodable; flush is quiet."""
+    s = _settings(kafka_bootstrap, f"outputs-{uuid.uuid4().hex[:8]}")
+    topics = output_topics(s)
+    kafka_topics([*topics.values(), s.topic_dead_letter])
+    codec = EventCodec()
+    events = make_events()
+    outputs = Outputs(s, codec)
+    outputs.events(events)
+    outputs.dead_letter(_dead_letter(b"\x00junk"))
+    outputs.flush(30)
+
+    got = read_topics(kafka_bootstrap, [*topics.values(), s.topic_dead_letter])
+    want = [(topics[e.TYPE], (getattr(e, "account_id", None) or e.scope).encode(),
+             codec.decode_event(codec.encode_event(e))) for e in events]
+    assert sorted((t, k, codec.decode_event(v)) for t, k, v, _ in got if t != s.topic_dead_letter and v) == \
+        sorted(want, key=lambda r: (r[0], r[1], r[2]["event_id"]))
+    dead = [(k, v, h) for t, k, v, h in got if t == s.topic_dead_letter]
+    assert dead == [(b"A1", b"\x00junk", {"reason": b"decode", "detail": b"bad bytes", "feed": Feed.EP3.value.encode(),
+                                         "source_topic": b"ep3.positions", "source_partition": b"0",
+                                         "source_offset": b"7"})]
+
+
+@pytest.mark.kafka
+def test_a_message_the_broker_rejects_makes_flush_raise(kafka_bootstrap: str,
+                                                        kafka_topics: Callable[..., list[str]]) -> None:
+    """A dead letter over the topic's max.message.bytes is refused by the broker: flush raises naming the error,
+    once, and a later flush with nothing failed is quiet again."""
+    s = _settings(kafka_bootstrap, f"outputs-{uuid.uuid4().hex[:8]}")
+    kafka_topics(s.topic_dead_letter, config={"max.message.bytes": "1024"})
+    outputs = Outputs(s, EventCodec())
+    outputs.dead_letter(_dead_letter(b"x" * 8000))
+    too_large = r"0 undelivered, errors: \[.*MSG_SIZE_TOO_LARGE.*Broker: Message size too large"
+    with pytest.raises(KafkaException, match=too_large):
+        outputs.flush(30)
+    outputs.dead_letter(_dead_letter(b"small"))
+    outputs.flush(30)
+
+
+def test_flush_raises_with_the_count_of_undelivered_messages() -> None:
+    """With no broker to deliver to, flush(timeout) gives up and raises naming how many are still undelivered."""
+    outputs = Outputs(_settings(UNREACHABLE, "outputs"), EventCodec(), {"log_level": 0})
+    for i in range(3):
+        outputs.dead_letter(_dead_letter(b"v%d" % i))
+    with pytest.raises(KafkaException, match=r"output producer: 3 undelivered, errors: \[\]"):
+        outputs.flush(0.5)
+
+
+def test_a_message_that_times_out_makes_flush_raise() -> None:
+    """A message librdkafka gives up on (message.timeout.ms) is reported as failed: flush raises naming it."""
+    outputs = Outputs(_settings(UNREACHABLE, "outputs"), EventCodec(), {"message.timeout.ms": 300, "log_level": 0})
+    outputs.dead_letter(_dead_letter(b"v"))
+    with pytest.raises(KafkaException, match=r"0 undelivered, errors: \[.*_MSG_TIMED_OUT.*Local: Message timed out"):
+        outputs.flush(10)
