@@ -67,10 +67,13 @@ class Outputs:
         self.dead_topic = s.topic_dead_letter
         self.codec = codec
         self.errors: list[str] = []
+        # Delivery reports of failures only, to one producer-level callback: no Python call per
+        # delivered message. A message not yet delivered still counts in flush()'s return value.
         self._producer = Producer({**client_config(s), "linger.ms": 20, "acks": "all",
                                    "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000,
                                    "error_cb": lambda err: log.warning("kafka producer: %s", err),
-                                   **(producer_config or {})})
+                                   **(producer_config or {}),
+                                   "delivery.report.only.error": True, "on_delivery": self._on_delivery})
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -80,7 +83,7 @@ class Outputs:
                  headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 self._producer.poll(0.05)
