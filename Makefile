@@ -34,7 +34,7 @@ PURE_TESTS := tests/unit/test_engine.py tests/unit/test_checksum.py tests/unit/t
 # install, redone when they change (which modules: COMPILED and C_MODULES in streams/_native.py; any
 # change in streams/core rebuilds); without
 # a C compiler and Python's headers it says so and the pure-Python modules run
-streams/core/_compiled.json: $(VENV)/.installed $(wildcard streams/core/*.py) streams/codec/_cread.c streams/codec/_cwrite.c streams/_native.py
+streams/core/_compiled.json: $(VENV)/.installed $(wildcard streams/core/*.py) streams/codec/_cavro.c streams/_native.py
 	$(BIN)/python scripts/native.py build --optional
 
 native: install ## Compile the engine's hot modules with mypyc (same source, ~1.6x faster; part of install)

@@ -6,8 +6,8 @@ sources beside it.
 each module (which Python imports in preference to the .py), one shared library for the group, and a
 stamp with the SHA-256 of every source it compiled. Nothing else changes: the same code runs, as C,
 with mypyc checking its type annotations at run time. It also builds C_MODULES, hand-written C with
-a Python twin (`streams/codec/_cread.c` does the reads of `streams/codec/direct.py`, `_cwrite.c` the
-writes of `streams/codec/encoder.py`), used only while the build is in use. Without a build (no C
+Python twins (`streams/codec/_cavro.c` does the reads of `streams/codec/direct.py` and the writes of
+`streams/codec/encoder.py`), used only while the build is in use. Without a build (no C
 compiler, or never run), the pure-Python modules run, with the same results.
 
 `install()` runs when `streams` is imported, before any of these modules can be: it reads the stamp,
@@ -39,7 +39,7 @@ COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror
 GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
 STAMP = PACKAGE_DIR / "core" / "_compiled.json"
 # hand-written C extensions, each the twin of Python code that runs without the build
-C_MODULES = ("streams.codec._cread", "streams.codec._cwrite")
+C_MODULES = ("streams.codec._cavro",)
 NATIVE = COMPILED + C_MODULES
 
 _build = "pure"

@@ -20,7 +20,7 @@ one of those with `null`. `compile_reader` (one body per buffer) and `compile_bo
 another, e.g. tape entries) return None for any other schema, which then always takes the generic path.
 
 Each reader built here also carries its `spec`, the same reader as data; with the native build
-(`streams._native`, `make install`), `streams/codec/_cread.c` compiles that spec and does the same
+(`streams._native`, `make install`), `streams/codec/_cavro.c` compiles that spec and does the same
 reads in C (~8x less time a record), and the functions here are what runs without it.
 """
 
@@ -273,6 +273,6 @@ def _native_reader(read: Read) -> Any:
 
     if not _native.engine_build().startswith("compiled"):
         return None
-    from streams.codec import _cread  # type: ignore[attr-defined]
+    from streams.codec import _cavro  # type: ignore[attr-defined]
 
-    return _cread.Reader(read.spec, Unsure)  # type: ignore[attr-defined]
+    return _cavro.Reader(read.spec, Unsure)  # type: ignore[attr-defined]

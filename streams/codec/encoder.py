@@ -1,5 +1,5 @@
 """Avro encoders compiled once per event class: Python source generated from the schema, then `exec`'d
-(or, with the native build, the same encoder in C: `streams/codec/_cwrite.c`, from a spec of the schema).
+(or, with the native build, the same encoder in C: `streams/codec/_cavro.c`, from a spec of the schema).
 
 fastavro's writer walks the schema for every value and resolves each union by trying its branches
 (about 1 µs a field; 19 µs for a `PositionMismatch` even with decimals already bytes). For our own
@@ -253,7 +253,7 @@ def _array(src: _Source, items: Any, v: str, out: str, indent: int, field: str, 
 
 
 def _spec(schema: Any, top: bool = True) -> tuple[Any, ...]:
-    """The node of `schema` for the C encoder (streams/codec/_cwrite.c): the shapes `_value` writes."""
+    """The node of `schema` for the C encoder (streams/codec/_cavro.c): the shapes `_value` writes."""
     if isinstance(schema, list):
         index, branch = _null_union(schema)
         return ("union", 1 - index, _spec(branch, top))
@@ -272,7 +272,7 @@ def compile_encoder(cls: type, definition: Mapping[str, Any], native: bool = Tru
 
     None (no encoder) when `cls` and the record schema don't name the same fields or the schema uses
     a shape not handled here. Attribute `cls` carries Avro field `class`. With the native build
-    (`streams._native`) and `native`, the encoder is its C twin (streams/codec/_cwrite.c), which
+    (`streams._native`) and `native`, the encoder is its C twin (streams/codec/_cavro.c), which
     writes the same bytes from the same spec; otherwise the generated Python below.
     """
     attrs = {("class" if f.name == "cls" else f.name): f.name for f in dataclasses.fields(cls)}
@@ -299,8 +299,8 @@ def compile_encoder(cls: type, definition: Mapping[str, Any], native: bool = Tru
         from streams import _native
 
         if _native.engine_build() == "compiled":
-            from streams.codec import _cwrite  # type: ignore[attr-defined]
+            from streams.codec import _cavro  # type: ignore[attr-defined]
 
             spec = ("record", tuple((attrs[f["name"]], _spec(f["type"])) for f in schema_fields))
-            return _cwrite.Encoder(spec)  # type: ignore[no-any-return]
+            return _cavro.Encoder(spec)  # type: ignore[no-any-return]
     return encode

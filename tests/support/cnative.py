@@ -1,4 +1,4 @@
-"""The hand-written C extensions (`streams._native.C_MODULES`: streams/codec/_cread.c, _cwrite.c) as
+"""The hand-written C extensions (`streams._native.C_MODULES`: streams/codec/_cavro.c) as
 tests need them: the one the native build made, or one compiled for the test (in a temporary
 directory, with extra flags such as a sanitizer's)."""
 
@@ -16,7 +16,7 @@ from streams import _native
 
 
 def build(name: str, target: Path, cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] = ()) -> Path:
-    """Compile C module `name` (e.g. "_cread") into `target` with setuptools, as the native build
+    """Compile C module `name` (e.g. "_cavro") into `target` with setuptools, as the native build
     does; the extension's path."""
     from setuptools import Extension
     from setuptools.dist import Distribution

@@ -1,4 +1,4 @@
-"""The C reader (streams/codec/_cread.c) is the Python direct reader of streams/codec/direct.py, in C:
+"""The C reader (`Reader` in streams/codec/_cavro.c) is the Python direct reader of streams/codec/direct.py, in C:
 for any bytes it gives the same record or refuses, it holds no references it shouldn't, and it
 never reads outside the data (checked under AddressSanitizer).
 
@@ -33,7 +33,7 @@ HEADER = 10  # single-object encoding: marker and fingerprint
 
 @pytest.fixture(scope="module")
 def c(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    return cnative.module("_cread", tmp_path_factory.mktemp("cread"))
+    return cnative.module("_cavro", tmp_path_factory.mktemp("cavro"))
 
 
 def _python(feed: Feed) -> Any:
@@ -228,6 +228,6 @@ print(checked)
 def test_the_c_reader_stays_inside_the_data_under_address_sanitizer(tmp_path: Path) -> None:
     """Compiled with -fsanitize=address and every Python allocation on the sanitized malloc, the
     reader reads thousands of damaged records: any read outside a buffer would abort the process."""
-    run = cnative.run_under_asan("_cread", tmp_path, ASAN_PROBE, "3000")
+    run = cnative.run_under_asan("_cavro", tmp_path, ASAN_PROBE, "3000")
     assert run.returncode == 0, run.stderr[-4000:]
     assert int(run.stdout.split()[-1]) == 6000

@@ -1,4 +1,4 @@
-"""The C event encoder (streams/codec/_cwrite.c) is the generated Python encoder of
+"""The C event encoder (`Encoder` in streams/codec/_cavro.c) is the generated Python encoder of
 streams/codec/encoder.py, in C: for any event, odd values included, it writes the same bytes or
 steps aside the same way (None, or a raise: the caller then takes the reference path), holds no
 reference it shouldn't, and stays inside its buffers (checked under AddressSanitizer).
@@ -32,7 +32,7 @@ SCHEMAS = default_schemas()
 
 @pytest.fixture(scope="module")
 def c(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    return cnative.module("_cwrite", tmp_path_factory.mktemp("cwrite"))
+    return cnative.module("_cavro", tmp_path_factory.mktemp("cavro"))
 
 
 def _spec_of(cls: type) -> tuple[Any, ...]:
@@ -173,6 +173,6 @@ def test_the_c_encoder_stays_inside_its_buffers_under_address_sanitizer(tmp_path
     """Compiled with -fsanitize=address, the encoder writes thousands of events with odd values in
     random fields (growing its buffer, stepping aside half-way): any access outside a buffer would
     abort the process."""
-    run = cnative.run_under_asan("_cwrite", tmp_path, ASAN_PROBE, "1000")
+    run = cnative.run_under_asan("_cavro", tmp_path, ASAN_PROBE, "1000")
     assert run.returncode == 0, run.stderr[-4000:]
     assert int(run.stdout.split()[-1]) == 1000 * len(EVENTS)
