@@ -1,5 +1,6 @@
 """The package build (metadata is in pyproject.toml). With DIVMON_COMPILE=1, the engine's hot modules
-are also compiled with mypyc into the wheel (streams/_native.py; the Dockerfile does this); that needs
+are also compiled with mypyc into the wheel, with the codec's C module (streams/_native.py; the
+Dockerfile does this); that needs
 mypy and a C compiler in the build environment, e.g.:
 
     pip install 'setuptools>=77' wheel mypy && DIVMON_COMPILE=1 pip install --no-build-isolation .
