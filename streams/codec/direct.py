@@ -27,8 +27,10 @@ reads in C (~8x less time a record), and the functions here are what runs withou
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
+from streams.codec import decimals
 from streams.codec.decimals import read_cache
 
 Read = Callable[[bytes, int], tuple[Any, int]]
@@ -92,7 +94,8 @@ def _decimal(scale: int, precision: int) -> Read:
         end = pos + n
         return cache[buf[pos:end]], end
 
-    read.inline, read.cache, read.spec = "decimal", cache, ("decimal", cache)  # type: ignore[attr-defined]
+    spec = ("decimal", cache, scale, precision, Decimal, decimals.READ_CACHE_MAX)
+    read.inline, read.cache, read.spec = "decimal", cache, spec  # type: ignore[attr-defined]
     return read
 
 

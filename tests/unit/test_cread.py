@@ -12,7 +12,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from streams import _native
 from streams.codec import input_codecs
 from streams.codec.codec import INPUT_CLASSES
+from streams.codec.decimals import ReadCache, exact_reader
 from streams.codec.direct import Unsure, _compile_record
 from streams.core.records import Feed, Fill
 from streams.tapes.avro import direct_reader, entry_schema
@@ -123,6 +124,53 @@ def test_long_edges_read_as_python_reads_them(c: ModuleType) -> None:
         assert want == "refused" or want.ts_ms == ts
     ten = head + b"\x80" * 9 + b"\x01"
     assert _outcome_call(reader, ten) == "refused" == _python_call(py, ten)
+
+
+class _One(NamedTuple):
+    d: Any
+
+
+def _decimal_reader(c: ModuleType, scale: int, cache: dict[bytes, Decimal], cache_max: int = 1 << 14) -> Any:
+    return c.Reader(("record", _One, (("decimal", cache, scale, 38, Decimal, cache_max),)), Unsure)
+
+
+def _body(raw: bytes) -> bytes:
+    return bytes([len(raw) << 1]) + raw  # (lengths below 64: one byte)
+
+
+@settings(max_examples=500, deadline=None)
+@given(u=st.integers(-(10**38) + 1, 10**38 - 1), scale=st.sampled_from([0, 1, 2, 6, 12, 18, 38]),
+       pad=st.integers(0, 2))
+def test_a_decimal_converted_in_c_is_the_canonical_one(c: ModuleType, u: int, scale: int, pad: int) -> None:
+    """A cache miss converted in C gives exactly `exact_reader`'s Decimal (digits and exponent) for any
+    value that fits, in its shortest encoding or sign-extended, and leaves it in the cache."""
+    raw = u.to_bytes((u.bit_length() + 8) // 8 + pad, "big", signed=True)
+    cache = ReadCache(exact_reader(scale, 38))  # (past 16 bytes, its own conversion gives the value)
+    got = _decimal_reader(c, scale, cache)(_body(raw), 0).d
+    want = exact_reader(scale, 38)(raw)
+    assert (str(got), got.as_tuple()) == (str(want), want.as_tuple())
+    assert cache[raw] is got
+
+
+def test_what_c_does_not_convert_goes_to_the_cache_and_its_errors(c: ModuleType) -> None:
+    """Empty, longer than 16 bytes, or wider than the precision: the cache's __missing__ decides
+    (a value, or the ValueError that sends the record to the generic path)."""
+    for raw in (b"", bytes(17), b"\x00" * 10 + (10**20).to_bytes(9, "big")):
+        cache = ReadCache(exact_reader(12, 38))
+        got = _decimal_reader(c, 12, cache)(_body(raw), 0).d
+        assert got == exact_reader(12, 38)(raw) and cache[raw] is got
+    too_wide = (10**38).to_bytes(17, "big", signed=True)[1:]  # 16 bytes, above 10**38 - 1
+    with pytest.raises(ValueError, match="wider than precision 38"):
+        _decimal_reader(c, 12, ReadCache(exact_reader(12, 38)))(_body(too_wide), 0)
+
+
+def test_the_c_conversion_keeps_the_cache_bounded(c: ModuleType) -> None:
+    cache = ReadCache(exact_reader(3, 38))
+    reader = _decimal_reader(c, 3, cache, cache_max=8)
+    for u in range(100):
+        raw = u.to_bytes(2, "big", signed=True)
+        assert reader(_body(raw), 0).d == Decimal(u) / 1000
+        assert len(cache) <= 8
 
 
 def test_the_native_build_reads_with_c_and_pure_runs_python(c: ModuleType) -> None:
