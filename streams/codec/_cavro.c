@@ -7,7 +7,7 @@
  * per byte and per field (~1.2 instead of ~8 µs a record on the worker's traffic). Its spec:
  *
  *   ("long",) | ("string",) | ("union", null_index, spec) | ("array", spec)
- *   | ("decimal", cache, scale, precision, decimal_type, cache_max) | ("record", cls, (spec, ...))
+ *   | ("decimal", cache, scale, precision, decimal_type, bound_owner, bound_name) | ("record", cls, (spec, ...))
  *
  * `cache` is a `decimals.ReadCache` (a dict subclass whose __missing__ converts): a miss that fits
  * 16 bytes is converted here instead (`convert_decimal`, to the same canonical Decimal) and
@@ -28,12 +28,15 @@
  * (1.9 instead of 5.8 µs a PositionMismatch whose decimals were written before). Its spec:
  *
  *   ("record", ((attribute, node), ...))
- *   node: ("long",) | ("string",) | ("boolean",) | ("decimal", cache, miss, decimal_type)
- *         | ("union", null_index, node) | ("array", node, top)
+ *   node: ("long",) | ("string",) | ("boolean",) | ("union", null_index, node) | ("array", node, top)
+ *         | ("decimal", cache, miss, decimal_type, scale, precision, bound_owner, bound_name)
  *
  * `cache` maps a Decimal to its encoding (length-prefixed Avro decimal bytes); `miss(value)` returns
  * that encoding for any other value or raises (encoder.py's `_decimal_writer`, which also fills the
- * cache). `top`: the array is a field's value, where a tuple is taken as well as a list.
+ * cache); a Decimal missing from the cache is written here from its exact text instead when it can
+ * be (`decimal_bytes`) and remembered as the miss would. A cache's bound is read at each miss from
+ * `getattr(bound_owner, bound_name)` (decimals.WRITE_CACHE_MAX), as the Python code reads it. `top`:
+ * the array is a field's value, where a tuple is taken as well as a list.
  *
  *   encoder(event, head) -> head + body | None
  *
@@ -66,6 +69,31 @@ static int is_kind(PyObject *kind, const char *name) {
     return PyUnicode_CompareWithASCIIString(kind, name) == 0;
 }
 
+/* The current bound of a decimal cache: attribute `name` of `owner` (decimals.READ_CACHE_MAX or
+   WRITE_CACHE_MAX), read at each miss as the Python code reads its module global; -1 with an error. */
+static Py_ssize_t cache_bound(PyObject *owner, PyObject *name) {
+    PyObject *bound = PyObject_GetAttr(owner, name);
+    if (bound == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(bound);
+    Py_DECREF(bound);
+    return n;
+}
+
+/* Remember `value` under `key` in a decimal cache, emptied first when it holds `bound` entries or
+   more (as ReadCache.__missing__ and encoder.py's miss do). */
+static int remember(PyObject *cache, PyObject *owner, PyObject *name, PyObject *key, PyObject *value) {
+    Py_ssize_t bound = cache_bound(owner, name);
+    if (bound < 0) {
+        return -1;
+    }
+    if (PyDict_GET_SIZE(cache) >= bound) {
+        PyDict_Clear(cache);
+    }
+    return PyDict_SetItem(cache, key, value);
+}
+
 /* The kind of a spec node (a tuple starting with a str), or NULL with ValueError. */
 static PyObject *spec_kind(PyObject *spec, int depth) {
     if (depth > MAX_DEPTH) {
@@ -85,8 +113,8 @@ typedef struct RNode {
     RKind kind;
     PyObject *obj;          /* DECIMAL: the cache; RECORD: the class (strong references) */
     PyObject *decimal_type; /* DECIMAL: decimal.Decimal, to convert a miss here */
+    PyObject *bound_owner, *bound_name; /* DECIMAL: where the cache's bound is (see cache_bound) */
     int scale, precision;   /* DECIMAL */
-    Py_ssize_t cache_max;   /* DECIMAL: a full cache starts over, as ReadCache.__missing__ does */
     int null_index;         /* UNION: the branch that reads null (0 or 1) */
     Py_ssize_t n;           /* RECORD: number of fields; UNION, ARRAY: 1 */
     struct RNode **children; /* UNION: the non-null branch; ARRAY: the item; RECORD: the fields */
@@ -118,6 +146,8 @@ static void rnode_free(RNode *node) {
     }
     Py_XDECREF(node->obj);
     Py_XDECREF(node->decimal_type);
+    Py_XDECREF(node->bound_owner);
+    Py_XDECREF(node->bound_name);
     PyMem_Free(node);
 }
 
@@ -170,20 +200,20 @@ static RNode *rnode_new(PyObject *spec, int depth) {
     if (is_kind(kind, "string") && size == 1) {
         return rnode_alloc(K_STRING, 0);
     }
-    if (is_kind(kind, "decimal") && size == 6) {
+    if (is_kind(kind, "decimal") && size == 7) {
         PyObject *cache = PyTuple_GET_ITEM(spec, 1), *decimal_type = PyTuple_GET_ITEM(spec, 4);
+        PyObject *bound_owner = PyTuple_GET_ITEM(spec, 5), *bound_name = PyTuple_GET_ITEM(spec, 6);
         long scale = PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
         long precision = PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
-        Py_ssize_t cache_max = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 5));
         if (PyErr_Occurred()) {
             PyErr_Clear();
-            return rspec_error(NULL, "a decimal's scale, precision and cache size must be ints");
+            return rspec_error(NULL, "a decimal's scale and precision must be ints");
         }
-        if (!PyDict_Check(cache) || !PyType_Check(decimal_type)) {
-            return rspec_error(NULL, "a decimal's cache must be a dict, and the Decimal type given");
+        if (!PyDict_Check(cache) || !PyType_Check(decimal_type) || !PyUnicode_Check(bound_name)) {
+            return rspec_error(NULL, "a decimal needs a dict cache, the Decimal type and its bound's owner and name");
         }
-        if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000 || cache_max < 1) {
-            return rspec_error(NULL, "a decimal's scale, precision or cache size is out of range");
+        if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000) {
+            return rspec_error(NULL, "a decimal's scale or precision is out of range");
         }
         node = rnode_alloc(K_DECIMAL, 0);
         if (node == NULL) {
@@ -191,11 +221,14 @@ static RNode *rnode_new(PyObject *spec, int depth) {
         }
         Py_INCREF(cache);
         Py_INCREF(decimal_type);
+        Py_INCREF(bound_owner);
+        Py_INCREF(bound_name);
         node->obj = cache;
         node->decimal_type = decimal_type;
+        node->bound_owner = bound_owner;
+        node->bound_name = bound_name;
         node->scale = (int)scale;
         node->precision = (int)precision;
-        node->cache_max = cache_max;
         return node;
     }
     if (is_kind(kind, "union") && size == 3) {
@@ -383,13 +416,8 @@ static PyObject *read_decimal(const RNode *node, Cur *c, PyObject *unsure) {
         Py_INCREF(d);
     } else if (!PyErr_Occurred()) {
         d = convert_decimal(node, c->buf + start, n);
-        if (d != NULL) { /* remembered as ReadCache.__missing__ does: a full cache starts over */
-            if (PyDict_GET_SIZE(node->obj) >= node->cache_max) {
-                PyDict_Clear(node->obj);
-            }
-            if (PyDict_SetItem(node->obj, raw, d) < 0) {
-                Py_CLEAR(d);
-            }
+        if (d != NULL && remember(node->obj, node->bound_owner, node->bound_name, raw, d) < 0) {
+            Py_CLEAR(d);
         } else if (!PyErr_Occurred()) {
             d = PyObject_GetItem(node->obj, raw); /* the cache's __missing__ converts (or raises) */
         }
@@ -622,6 +650,8 @@ typedef struct WNode {
     PyObject *cache;        /* DECIMAL */
     PyObject *miss;         /* DECIMAL */
     PyObject *decimal_type; /* DECIMAL */
+    PyObject *bound_owner, *bound_name; /* DECIMAL: where the cache's bound is (see cache_bound) */
+    int scale, precision;   /* DECIMAL */
     int null_index;         /* UNION */
     int top;                /* ARRAY */
     struct WNode *child;     /* UNION, ARRAY */
@@ -650,6 +680,8 @@ static void wnode_free(WNode *node) {
     Py_XDECREF(node->cache);
     Py_XDECREF(node->miss);
     Py_XDECREF(node->decimal_type);
+    Py_XDECREF(node->bound_owner);
+    Py_XDECREF(node->bound_name);
     PyMem_Free(node);
 }
 
@@ -675,13 +707,29 @@ static WNode *wnode_new(PyObject *spec, int depth) {
         node->kind = W_STRING;
     } else if (is_kind(kind, "boolean") && size == 1) {
         node->kind = W_BOOLEAN;
-    } else if (is_kind(kind, "decimal") && size == 4) {
+    } else if (is_kind(kind, "decimal") && size == 8) {
         node->kind = W_DECIMAL;
         PyObject *cache = PyTuple_GET_ITEM(spec, 1), *miss = PyTuple_GET_ITEM(spec, 2);
         PyObject *decimal_type = PyTuple_GET_ITEM(spec, 3);
         if (!PyDict_Check(cache) || !PyCallable_Check(miss) || !PyType_Check(decimal_type)) {
             return wspec_error(node, "a decimal needs a dict cache, a callable miss and the Decimal type");
         }
+        long scale = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
+        long precision = PyLong_AsLong(PyTuple_GET_ITEM(spec, 5));
+        PyObject *bound_owner = PyTuple_GET_ITEM(spec, 6), *bound_name = PyTuple_GET_ITEM(spec, 7);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return wspec_error(node, "a decimal's scale and precision must be ints");
+        }
+        if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000 || !PyUnicode_Check(bound_name)) {
+            return wspec_error(node, "a decimal's scale, precision or bound is out of range");
+        }
+        node->scale = (int)scale;
+        node->precision = (int)precision;
+        Py_INCREF(bound_owner);
+        Py_INCREF(bound_name);
+        node->bound_owner = bound_owner;
+        node->bound_name = bound_name;
         Py_INCREF(cache);
         Py_INCREF(miss);
         Py_INCREF(decimal_type);
@@ -804,6 +852,137 @@ static int write_array(const WNode *node, PyObject *v, Out *o) {
     return put_byte(o, 0) < 0 ? -1 : 1;
 }
 
+#ifdef __SIZEOF_INT128__
+/* The Avro decimal bytes of a Decimal at the node's scale, as decimals.exact_writer writes them
+   (the shortest big-endian two's complement of the unscaled integer), read from its exact text:
+   1..17 bytes in `raw`, their count returned. 0 (no error) for anything this doesn't decide:
+   not finite, not exactly at the scale, wider than the precision, precision or scale above 38;
+   the Python miss then converts or raises. -1 with an error set. */
+static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
+    if (node->precision > 38 || node->scale > 38) {
+        return 0;
+    }
+    PyObject *str = PyObject_Str(v);
+    if (str == NULL) {
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *t = PyUnicode_AsUTF8AndSize(str, &n);
+    if (t == NULL) {
+        Py_DECREF(str);
+        return -1;
+    }
+    int result = 0;
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (i < n && (t[i] == '-' || t[i] == '+')) {
+        negative = t[i++] == '-';
+    }
+    char digits[128];
+    int nd = 0, fraction = 0, dot = 0, seen_digit = 0;
+    for (; i < n; i++) {
+        char ch = t[i];
+        if (ch >= '0' && ch <= '9') {
+            seen_digit = 1;
+            if (nd == (int)sizeof(digits)) {
+                goto done; /* more digits than any schema's precision: the Python miss decides */
+            }
+            if (nd > 0 || ch != '0' || dot) { /* (leading zeros of the integer part carry nothing) */
+                digits[nd++] = ch;
+            }
+            fraction += dot;
+        } else if (ch == '.' && !dot) {
+            dot = 1;
+        } else {
+            break;
+        }
+    }
+    long exponent = 0;
+    if (i < n && (t[i] == 'E' || t[i] == 'e')) {
+        int exp_negative = 0, exp_digits = 0;
+        i++;
+        if (i < n && (t[i] == '-' || t[i] == '+')) {
+            exp_negative = t[i++] == '-';
+        }
+        for (; i < n && t[i] >= '0' && t[i] <= '9'; i++) {
+            if (++exp_digits > 6) {
+                goto done;
+            }
+            exponent = exponent * 10 + (t[i] - '0');
+        }
+        if (exp_digits == 0) {
+            goto done;
+        }
+        exponent = exp_negative ? -exponent : exponent;
+    }
+    if (i != n || !seen_digit) {
+        goto done; /* NaN, Infinity, or anything unexpected */
+    }
+    /* the value is int(digits) * 10**(exponent - fraction); scaled: * 10**(that + scale) */
+    long shift = exponent - fraction + node->scale;
+    int lead = 0;
+    while (lead < nd && digits[lead] == '0') {
+        lead++;
+    }
+    int significant = nd - lead;
+    if (shift < 0) { /* the last -shift digits must all be zeros, or the value isn't at this scale */
+        long drop = -shift;
+        for (long k = 0; k < drop && k < significant; k++) {
+            if (digits[nd - 1 - k] != '0') {
+                goto done;
+            }
+        }
+        significant = drop >= significant ? 0 : significant - (int)drop;
+        shift = 0;
+    }
+    if (significant > 0 && significant + shift > node->precision) {
+        goto done; /* wider than the precision */
+    }
+    __extension__ typedef unsigned __int128 u128;
+    u128 mag = 0;
+    for (int k = 0; k < significant; k++) {
+        mag = mag * 10 + (u128)(digits[lead + k] - '0');
+    }
+    for (long k = 0; k < shift && mag; k++) {
+        mag *= 10;
+    }
+    u128 limit = 1;
+    for (int k = 0; k < node->precision; k++) {
+        limit *= 10;
+    }
+    if (mag >= limit) {
+        goto done;
+    }
+    if (mag == 0) {
+        negative = 0;
+    }
+    /* as u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True) */
+    u128 bits = negative ? mag - 1 : mag;
+    int bit_length = 0;
+    while (bits) {
+        bit_length++;
+        bits >>= 1;
+    }
+    int len = bit_length / 8 + 1;
+    u128 twos = negative ? ~mag + 1 : mag;
+    for (int k = len - 1; k >= 0; k--) {
+        raw[k] = (unsigned char)(twos & 0xFF);
+        twos >>= 8;
+    }
+    result = len;
+done:
+    Py_DECREF(str);
+    return result;
+}
+#else
+static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
+    (void)node;
+    (void)v;
+    (void)raw;
+    return 0;
+}
+#endif
+
 static int write_decimal(const WNode *node, PyObject *v, Out *o) {
     PyObject *enc = NULL;
     if (Py_TYPE(v) == (PyTypeObject *)node->decimal_type) {
@@ -817,6 +996,22 @@ static int write_decimal(const WNode *node, PyObject *v, Out *o) {
         }
         if (PyErr_Occurred()) { /* an unhashable value (a signaling NaN) */
             return -1;
+        }
+        unsigned char raw[18];
+        int len = decimal_bytes(node, v, raw + 1);
+        if (len < 0) {
+            return -1;
+        }
+        if (len > 0) { /* the length (one zig-zag byte: len <= 17), the bytes; remembered as the miss does */
+            raw[0] = (unsigned char)(len << 1);
+            enc = PyBytes_FromStringAndSize((const char *)raw, len + 1);
+            if (enc == NULL) {
+                return -1;
+            }
+            int r = remember(node->cache, node->bound_owner, node->bound_name, v, enc) < 0 ? -1
+                    : put_bytes(o, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) < 0 ? -1 : 1;
+            Py_DECREF(enc);
+            return r;
         }
     }
     enc = PyObject_CallOneArg(node->miss, v);

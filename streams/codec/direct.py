@@ -94,7 +94,7 @@ def _decimal(scale: int, precision: int) -> Read:
         end = pos + n
         return cache[buf[pos:end]], end
 
-    spec = ("decimal", cache, scale, precision, Decimal, decimals.READ_CACHE_MAX)
+    spec = ("decimal", cache, scale, precision, Decimal, decimals, "READ_CACHE_MAX")
     read.inline, read.cache, read.spec = "decimal", cache, spec  # type: ignore[attr-defined]
     return read
 

@@ -258,8 +258,9 @@ def _spec(schema: Any, top: bool = True) -> tuple[Any, ...]:
         index, branch = _null_union(schema)
         return ("union", 1 - index, _spec(branch, top))
     if is_decimal(schema):
-        cache, miss = _decimal_writer(int(schema.get("scale", 0)), int(schema["precision"]), b"")
-        return ("decimal", cache, miss, Decimal)
+        scale, precision = int(schema.get("scale", 0)), int(schema["precision"])
+        cache, miss = _decimal_writer(scale, precision, b"")
+        return ("decimal", cache, miss, Decimal, scale, precision, decimals, "WRITE_CACHE_MAX")
     if isinstance(schema, Mapping) and schema.get("type") == "array" and len(schema) == 2:
         return ("array", _spec(schema["items"], top=False), top)
     if schema in ("string", "long", "boolean"):

@@ -131,7 +131,8 @@ class _One(NamedTuple):
 
 
 def _decimal_reader(c: ModuleType, scale: int, cache: dict[bytes, Decimal], cache_max: int = 1 << 14) -> Any:
-    return c.Reader(("record", _One, (("decimal", cache, scale, 38, Decimal, cache_max),)), Unsure)
+    bound = SimpleNamespace(MAX=cache_max)
+    return c.Reader(("record", _One, (("decimal", cache, scale, 38, Decimal, bound, "MAX"),)), Unsure)
 
 
 def _body(raw: bytes) -> bytes:

@@ -13,15 +13,18 @@ import gc
 import sys
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams import _native
 from streams.codec import EventCodec, default_schemas
-from streams.codec.encoder import _spec, compile_encoder
+from streams.codec.decimals import exact_writer
+from streams.codec.encoder import _spec, compile_encoder, varint
+from streams.codec.errors import EncodeError
 from streams.core.events import EVENT_TYPES, AvailGapFlip, PositionMismatch
 from tests.support import cnative
 from tests.unit.test_codec_encoder import _events
@@ -118,6 +121,63 @@ def test_long_arrays_grow_the_buffer(c: ModuleType) -> None:
         assert len(out) > 12 * n  # each symbol ~9 bytes, each delta ~1 or ~8
 
 
+@dataclasses.dataclass(frozen=True)
+class _One:
+    a: Any
+
+
+def _exact_encoding(scale: int) -> Any:
+    exact = exact_writer(scale, 38)
+
+    def encoding(v: Any) -> bytes:  # what encoder.py's miss returns (no union prefix)
+        raw = exact(v, "a")
+        return varint(len(raw) << 1) + raw
+
+    return encoding
+
+
+_DECIMALS = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.decimals(allow_nan=False, allow_infinity=False, places=12),
+    st.builds(lambda u, e: Decimal(u).scaleb(e), st.integers(-(10**40), 10**40), st.integers(-60, 60)),
+    st.sampled_from([Decimal(x) for x in ("0", "-0", "0E-30", "0E+30", "1E+25", "-1E+26", "0.000000000001",
+                                          "0.0000000000001", "1.000000000000000", "-128", "127.5", "NaN",
+                                          "Infinity", "-Infinity", "99999999999999999999999999.999999999999",
+                                          "100000000000000000000000000")]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(v=_DECIMALS, scale=st.sampled_from([0, 2, 12, 38]))
+def test_a_decimal_written_in_c_has_exact_writers_bytes(c: ModuleType, v: Decimal, scale: int) -> None:
+    """A Decimal not in the cache is written from its text in C: exactly `exact_writer`'s bytes, and
+    remembered; whatever C doesn't decide (not at the scale, too wide, not finite) goes to the miss,
+    which gives the same bytes or the same EncodeError."""
+    encoding = _exact_encoding(scale)
+    cache: dict[Decimal, bytes] = {}
+    bound = SimpleNamespace(MAX=1 << 14)
+    encoder = c.Encoder(("record", (("a", ("decimal", cache, encoding, Decimal, scale, 38, bound, "MAX")),)))
+    try:
+        want: Any = encoding(v)
+    except EncodeError as exc:
+        want = str(exc)
+    try:
+        got: Any = encoder(_One(v), b"")
+    except EncodeError as exc:
+        got = str(exc)
+    assert got == want
+    assert (v in cache) == isinstance(want, bytes)  # written in C (the test's miss remembers nothing)
+
+
+def test_the_c_decimal_writes_keep_the_cache_bounded(c: ModuleType) -> None:
+    cache: dict[Decimal, bytes] = {}
+    bound = SimpleNamespace(MAX=8)
+    encoder = c.Encoder(("record", (("a", ("decimal", cache, _exact_encoding(3), Decimal, 3, 38, bound, "MAX")),)))
+    for u in range(100):
+        assert encoder(_One(Decimal(u) / 1000), b"") == _exact_encoding(3)(Decimal(u) / 1000)
+        assert len(cache) <= 8
+
+
 def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) -> None:
     with pytest.raises(ValueError, match="the root must be"):
         c.Encoder(("long",))
@@ -126,7 +186,7 @@ def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) ->
     with pytest.raises(ValueError, match="null index must be 0 or 1"):
         c.Encoder(("record", (("a", ("union", 3, ("long",))),)))
     with pytest.raises(ValueError, match="a decimal needs"):
-        c.Encoder(("record", (("a", ("decimal", [], print, Decimal)),)))
+        c.Encoder(("record", (("a", ("decimal", [], print, Decimal, 12, 38, SimpleNamespace(MAX=9), "MAX")),)))
     with pytest.raises(ValueError, match="a field must be"):
         c.Encoder(("record", (("a",),)))
     deep: Any = ("long",)
@@ -160,7 +220,8 @@ for event in EVENTS:
     names = [f.name for f in dataclasses.fields(cls)]
     for _ in range(int(sys.argv[3])):
         grown = ["S" * rng.randint(0, 30)] * rng.randint(1, 120)  # past the first 512 bytes, at any offset
-        pick = odd + [grown, tuple(grown), "L" * rng.randint(100, 2000), [Decimal(rng.randint(-9, 9))] * 90]
+        fresh = Decimal(rng.randint(-10**40, 10**40)).scaleb(rng.randint(-30, 10))  # converted in C, or refused
+        pick = odd + [grown, tuple(grown), "L" * rng.randint(100, 2000), [Decimal(rng.randint(-9, 9))] * 90, fresh]
         changed = dataclasses.replace(event, **{n: rng.choice(pick) for n in rng.sample(names, rng.randint(1, 3))})
         assert _outcome(native, changed, _head(cls)) == _outcome(python, changed, _head(cls)), changed
         checked += 1
