@@ -127,6 +127,16 @@ def install(modules: Sequence[str] = NATIVE, root: Path = PACKAGE_DIR.parent, st
     return _build
 
 
+def c_module() -> ModuleType | None:
+    """The codec's C module (`streams.codec._cavro`) when this process runs the native build, else
+    None: its Python twins (direct.py, encoder.py) run instead."""
+    if _build != "compiled":
+        return None
+    import importlib
+
+    return importlib.import_module("streams.codec._cavro")
+
+
 def engine_build() -> str:
     """Which engine this process runs: 'compiled', 'pure', 'pure (stale build)' or 'pure (DIVMON_PURE)'."""
     return _build

@@ -29,7 +29,7 @@
  *
  *   ("record", ((attribute, node), ...))
  *   node: ("long",) | ("string",) | ("boolean",) | ("union", null_index, node) | ("array", node, top)
- *         | ("decimal", cache, miss, decimal_type, scale, precision, bound_owner, bound_name)
+ *         | ("decimal", cache, scale, precision, decimal_type, bound_owner, bound_name, miss)
  *
  * `cache` maps a Decimal to its encoding (length-prefixed Avro decimal bytes); `miss(value)` returns
  * that encoding for any other value or raises (encoder.py's `_decimal_writer`, which also fills the
@@ -69,30 +69,84 @@ static int is_kind(PyObject *kind, const char *name) {
     return PyUnicode_CompareWithASCIIString(kind, name) == 0;
 }
 
-/* The current bound of a decimal cache: attribute `name` of `owner` (decimals.READ_CACHE_MAX or
-   WRITE_CACHE_MAX), read at each miss as the Python code reads its module global; -1 with an error. */
-static Py_ssize_t cache_bound(PyObject *owner, PyObject *name) {
-    PyObject *bound = PyObject_GetAttr(owner, name);
+/* What a decimal node of either spec holds, from its items 1..6:
+   (cache, scale, precision, decimal_type, bound_owner, bound_name). The cache's bound is read at
+   each miss from getattr(bound_owner, bound_name) (decimals.READ_CACHE_MAX or WRITE_CACHE_MAX), as
+   the Python code reads its module global. */
+typedef struct {
+    PyObject *cache, *decimal_type, *bound_owner, *bound_name; /* strong references */
+    int scale, precision;
+} DecimalSpec;
+
+/* Fill `d` from the decimal node `spec` (a tuple of at least 7 items); -1 with ValueError. */
+static int decimal_spec(PyObject *spec, DecimalSpec *d) {
+    PyObject *cache = PyTuple_GET_ITEM(spec, 1), *decimal_type = PyTuple_GET_ITEM(spec, 4);
+    PyObject *bound_owner = PyTuple_GET_ITEM(spec, 5), *bound_name = PyTuple_GET_ITEM(spec, 6);
+    long scale = PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
+    long precision = PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        bad_spec("a decimal's scale and precision must be ints");
+        return -1;
+    }
+    if (!PyDict_Check(cache) || !PyType_Check(decimal_type) || !PyUnicode_Check(bound_name)) {
+        bad_spec("a decimal needs a dict cache, the Decimal type and its bound's owner and name");
+        return -1;
+    }
+    if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000) {
+        bad_spec("a decimal's scale or precision is out of range");
+        return -1;
+    }
+    Py_INCREF(cache);
+    Py_INCREF(decimal_type);
+    Py_INCREF(bound_owner);
+    Py_INCREF(bound_name);
+    d->cache = cache;
+    d->decimal_type = decimal_type;
+    d->bound_owner = bound_owner;
+    d->bound_name = bound_name;
+    d->scale = (int)scale;
+    d->precision = (int)precision;
+    return 0;
+}
+
+static void decimal_spec_clear(DecimalSpec *d) {
+    Py_CLEAR(d->cache);
+    Py_CLEAR(d->decimal_type);
+    Py_CLEAR(d->bound_owner);
+    Py_CLEAR(d->bound_name);
+}
+
+/* Remember `value` under `key` in the cache, emptied first when it holds its bound or more (as
+   ReadCache.__missing__ and encoder.py's miss do). */
+static int remember(const DecimalSpec *d, PyObject *key, PyObject *value) {
+    PyObject *bound = PyObject_GetAttr(d->bound_owner, d->bound_name);
     if (bound == NULL) {
         return -1;
     }
     Py_ssize_t n = PyLong_AsSsize_t(bound);
     Py_DECREF(bound);
-    return n;
-}
-
-/* Remember `value` under `key` in a decimal cache, emptied first when it holds `bound` entries or
-   more (as ReadCache.__missing__ and encoder.py's miss do). */
-static int remember(PyObject *cache, PyObject *owner, PyObject *name, PyObject *key, PyObject *value) {
-    Py_ssize_t bound = cache_bound(owner, name);
-    if (bound < 0) {
+    if (n < 0) {
         return -1;
     }
-    if (PyDict_GET_SIZE(cache) >= bound) {
-        PyDict_Clear(cache);
+    if (PyDict_GET_SIZE(d->cache) >= n) {
+        PyDict_Clear(d->cache);
     }
-    return PyDict_SetItem(cache, key, value);
+    return PyDict_SetItem(d->cache, key, value);
 }
+
+#ifdef __SIZEOF_INT128__
+__extension__ typedef unsigned __int128 u128;
+
+/* 10**precision, for precision <= 38 (below 2**127) */
+static u128 pow10_u128(int precision) {
+    u128 p = 1;
+    for (int i = 0; i < precision; i++) {
+        p *= 10;
+    }
+    return p;
+}
+#endif
 
 /* The kind of a spec node (a tuple starting with a str), or NULL with ValueError. */
 static PyObject *spec_kind(PyObject *spec, int depth) {
@@ -111,10 +165,8 @@ typedef enum { K_LONG, K_STRING, K_DECIMAL, K_UNION, K_ARRAY, K_RECORD } RKind;
 
 typedef struct RNode {
     RKind kind;
-    PyObject *obj;          /* DECIMAL: the cache; RECORD: the class (strong references) */
-    PyObject *decimal_type; /* DECIMAL: decimal.Decimal, to convert a miss here */
-    PyObject *bound_owner, *bound_name; /* DECIMAL: where the cache's bound is (see cache_bound) */
-    int scale, precision;   /* DECIMAL */
+    PyObject *obj;          /* RECORD: the class (a strong reference) */
+    DecimalSpec dec;        /* DECIMAL */
     int null_index;         /* UNION: the branch that reads null (0 or 1) */
     Py_ssize_t n;           /* RECORD: number of fields; UNION, ARRAY: 1 */
     struct RNode **children; /* UNION: the non-null branch; ARRAY: the item; RECORD: the fields */
@@ -145,9 +197,7 @@ static void rnode_free(RNode *node) {
         PyMem_Free(node->children);
     }
     Py_XDECREF(node->obj);
-    Py_XDECREF(node->decimal_type);
-    Py_XDECREF(node->bound_owner);
-    Py_XDECREF(node->bound_name);
+    decimal_spec_clear(&node->dec);
     PyMem_Free(node);
 }
 
@@ -201,35 +251,11 @@ static RNode *rnode_new(PyObject *spec, int depth) {
         return rnode_alloc(K_STRING, 0);
     }
     if (is_kind(kind, "decimal") && size == 7) {
-        PyObject *cache = PyTuple_GET_ITEM(spec, 1), *decimal_type = PyTuple_GET_ITEM(spec, 4);
-        PyObject *bound_owner = PyTuple_GET_ITEM(spec, 5), *bound_name = PyTuple_GET_ITEM(spec, 6);
-        long scale = PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
-        long precision = PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
-        if (PyErr_Occurred()) {
-            PyErr_Clear();
-            return rspec_error(NULL, "a decimal's scale and precision must be ints");
-        }
-        if (!PyDict_Check(cache) || !PyType_Check(decimal_type) || !PyUnicode_Check(bound_name)) {
-            return rspec_error(NULL, "a decimal needs a dict cache, the Decimal type and its bound's owner and name");
-        }
-        if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000) {
-            return rspec_error(NULL, "a decimal's scale or precision is out of range");
-        }
         node = rnode_alloc(K_DECIMAL, 0);
         if (node == NULL) {
             return NULL;
         }
-        Py_INCREF(cache);
-        Py_INCREF(decimal_type);
-        Py_INCREF(bound_owner);
-        Py_INCREF(bound_name);
-        node->obj = cache;
-        node->decimal_type = decimal_type;
-        node->bound_owner = bound_owner;
-        node->bound_name = bound_name;
-        node->scale = (int)scale;
-        node->precision = (int)precision;
-        return node;
+        return decimal_spec(spec, &node->dec) < 0 ? rspec_error(node, "decimal") : node;
     }
     if (is_kind(kind, "union") && size == 3) {
         long index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
@@ -331,15 +357,13 @@ static Py_ssize_t read_size(Cur *c, Py_ssize_t *start, PyObject *unsure) {
 }
 
 #ifdef __SIZEOF_INT128__
-__extension__ typedef unsigned __int128 u128;
-
 /* The canonical Decimal of Avro decimal bytes (big-endian two's complement, `scale`), as
    decimals.exact_reader makes it: integral values with exponent 0 ("100"), others with no trailing
    fractional zeros ("-1.5"), through Decimal(str), which is exact. Only for 1..16 bytes of a value
    below 10**precision (precision and scale <= 38); NULL without an error otherwise: the cache's
    __missing__ then converts (or raises). */
-static PyObject *convert_decimal(const RNode *node, const unsigned char *p, Py_ssize_t n) {
-    if (n < 1 || n > 16 || node->precision > 38 || node->scale > 38) { /* text below: at most 78 chars */
+static PyObject *convert_decimal(const DecimalSpec *dec, const unsigned char *p, Py_ssize_t n) {
+    if (n < 1 || n > 16 || dec->precision > 38 || dec->scale > 38) { /* text below: at most 78 chars */
         return NULL;
     }
     u128 acc = (p[0] & 0x80) ? ~(u128)0 : 0; /* sign-extended */
@@ -348,11 +372,7 @@ static PyObject *convert_decimal(const RNode *node, const unsigned char *p, Py_s
     }
     int negative = (int)(acc >> 127);
     u128 mag = negative ? ~acc + 1 : acc;
-    u128 limit = 1;
-    for (int i = 0; i < node->precision; i++) {
-        limit *= 10;
-    }
-    if (mag >= limit) {
+    if (mag >= pow10_u128(dec->precision)) {
         return NULL;
     }
     char digits[48]; /* |u| < 10**38: at most 38 digits */
@@ -362,7 +382,7 @@ static PyObject *convert_decimal(const RNode *node, const unsigned char *p, Py_s
         mag /= 10;
     } while (mag);
     /* digits[] holds the unscaled value's digits, least significant first; past nd they are 0 */
-    int scale = node->scale;
+    int scale = dec->scale;
     int zeros = 0; /* trailing zeros of the fraction, dropped */
     while (zeros < scale && (zeros >= nd || digits[zeros] == '0')) {
         zeros++;
@@ -389,13 +409,13 @@ static PyObject *convert_decimal(const RNode *node, const unsigned char *p, Py_s
     if (str == NULL) {
         return NULL;
     }
-    PyObject *d = PyObject_CallOneArg(node->decimal_type, str);
+    PyObject *d = PyObject_CallOneArg(dec->decimal_type, str);
     Py_DECREF(str);
     return d;
 }
 #else
-static PyObject *convert_decimal(const RNode *node, const unsigned char *p, Py_ssize_t n) {
-    (void)node;
+static PyObject *convert_decimal(const DecimalSpec *dec, const unsigned char *p, Py_ssize_t n) {
+    (void)dec;
     (void)p;
     (void)n;
     return NULL;
@@ -411,15 +431,18 @@ static PyObject *read_decimal(const RNode *node, Cur *c, PyObject *unsure) {
     if (raw == NULL) {
         return NULL;
     }
-    PyObject *d = PyDict_GetItemWithError(node->obj, raw); /* borrowed; a hit is the common case */
+    const DecimalSpec *dec = &node->dec;
+    PyObject *d = PyDict_GetItemWithError(dec->cache, raw); /* borrowed; a hit is the common case */
     if (d != NULL) {
         Py_INCREF(d);
     } else if (!PyErr_Occurred()) {
-        d = convert_decimal(node, c->buf + start, n);
-        if (d != NULL && remember(node->obj, node->bound_owner, node->bound_name, raw, d) < 0) {
-            Py_CLEAR(d);
+        d = convert_decimal(dec, c->buf + start, n);
+        if (d != NULL) {
+            if (remember(dec, raw, d) < 0) {
+                Py_CLEAR(d);
+            }
         } else if (!PyErr_Occurred()) {
-            d = PyObject_GetItem(node->obj, raw); /* the cache's __missing__ converts (or raises) */
+            d = PyObject_GetItem(dec->cache, raw); /* the cache's __missing__ converts (or raises) */
         }
     }
     Py_DECREF(raw);
@@ -647,11 +670,8 @@ typedef enum { W_LONG, W_STRING, W_BOOLEAN, W_DECIMAL, W_UNION, W_ARRAY } WKind;
 
 typedef struct WNode {
     WKind kind;
-    PyObject *cache;        /* DECIMAL */
+    DecimalSpec dec;        /* DECIMAL */
     PyObject *miss;         /* DECIMAL */
-    PyObject *decimal_type; /* DECIMAL */
-    PyObject *bound_owner, *bound_name; /* DECIMAL: where the cache's bound is (see cache_bound) */
-    int scale, precision;   /* DECIMAL */
     int null_index;         /* UNION */
     int top;                /* ARRAY */
     struct WNode *child;     /* UNION, ARRAY */
@@ -677,11 +697,8 @@ static void wnode_free(WNode *node) {
         return;
     }
     wnode_free(node->child);
-    Py_XDECREF(node->cache);
+    decimal_spec_clear(&node->dec);
     Py_XDECREF(node->miss);
-    Py_XDECREF(node->decimal_type);
-    Py_XDECREF(node->bound_owner);
-    Py_XDECREF(node->bound_name);
     PyMem_Free(node);
 }
 
@@ -709,33 +726,15 @@ static WNode *wnode_new(PyObject *spec, int depth) {
         node->kind = W_BOOLEAN;
     } else if (is_kind(kind, "decimal") && size == 8) {
         node->kind = W_DECIMAL;
-        PyObject *cache = PyTuple_GET_ITEM(spec, 1), *miss = PyTuple_GET_ITEM(spec, 2);
-        PyObject *decimal_type = PyTuple_GET_ITEM(spec, 3);
-        if (!PyDict_Check(cache) || !PyCallable_Check(miss) || !PyType_Check(decimal_type)) {
-            return wspec_error(node, "a decimal needs a dict cache, a callable miss and the Decimal type");
+        if (decimal_spec(spec, &node->dec) < 0) {
+            return wspec_error(node, "decimal");
         }
-        long scale = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
-        long precision = PyLong_AsLong(PyTuple_GET_ITEM(spec, 5));
-        PyObject *bound_owner = PyTuple_GET_ITEM(spec, 6), *bound_name = PyTuple_GET_ITEM(spec, 7);
-        if (PyErr_Occurred()) {
-            PyErr_Clear();
-            return wspec_error(node, "a decimal's scale and precision must be ints");
+        PyObject *miss = PyTuple_GET_ITEM(spec, 7);
+        if (!PyCallable_Check(miss)) {
+            return wspec_error(node, "a decimal needs a callable miss");
         }
-        if (scale < 0 || scale > 1000 || precision < 1 || precision > 1000 || !PyUnicode_Check(bound_name)) {
-            return wspec_error(node, "a decimal's scale, precision or bound is out of range");
-        }
-        node->scale = (int)scale;
-        node->precision = (int)precision;
-        Py_INCREF(bound_owner);
-        Py_INCREF(bound_name);
-        node->bound_owner = bound_owner;
-        node->bound_name = bound_name;
-        Py_INCREF(cache);
         Py_INCREF(miss);
-        Py_INCREF(decimal_type);
-        node->cache = cache;
         node->miss = miss;
-        node->decimal_type = decimal_type;
     } else if (is_kind(kind, "union") && size == 3) {
         node->kind = W_UNION;
         long index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
@@ -858,8 +857,8 @@ static int write_array(const WNode *node, PyObject *v, Out *o) {
    1..17 bytes in `raw`, their count returned. 0 (no error) for anything this doesn't decide:
    not finite, not exactly at the scale, wider than the precision, precision or scale above 38;
    the Python miss then converts or raises. -1 with an error set. */
-static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
-    if (node->precision > 38 || node->scale > 38) {
+static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw) {
+    if (dec->precision > 38 || dec->scale > 38) {
         return 0;
     }
     PyObject *str = PyObject_Str(v);
@@ -919,7 +918,7 @@ static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
         goto done; /* NaN, Infinity, or anything unexpected */
     }
     /* the value is int(digits) * 10**(exponent - fraction); scaled: * 10**(that + scale) */
-    long shift = exponent - fraction + node->scale;
+    long shift = exponent - fraction + dec->scale;
     int lead = 0;
     while (lead < nd && digits[lead] == '0') {
         lead++;
@@ -935,10 +934,9 @@ static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
         significant = drop >= significant ? 0 : significant - (int)drop;
         shift = 0;
     }
-    if (significant > 0 && significant + shift > node->precision) {
+    if (significant > 0 && significant + shift > dec->precision) {
         goto done; /* wider than the precision */
     }
-    __extension__ typedef unsigned __int128 u128;
     u128 mag = 0;
     for (int k = 0; k < significant; k++) {
         mag = mag * 10 + (u128)(digits[lead + k] - '0');
@@ -946,11 +944,7 @@ static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
     for (long k = 0; k < shift && mag; k++) {
         mag *= 10;
     }
-    u128 limit = 1;
-    for (int k = 0; k < node->precision; k++) {
-        limit *= 10;
-    }
-    if (mag >= limit) {
+    if (mag >= pow10_u128(dec->precision)) {
         goto done;
     }
     if (mag == 0) {
@@ -975,8 +969,8 @@ done:
     return result;
 }
 #else
-static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
-    (void)node;
+static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw) {
+    (void)dec;
     (void)v;
     (void)raw;
     return 0;
@@ -984,9 +978,10 @@ static int decimal_bytes(const WNode *node, PyObject *v, unsigned char *raw) {
 #endif
 
 static int write_decimal(const WNode *node, PyObject *v, Out *o) {
+    const DecimalSpec *dec = &node->dec;
     PyObject *enc = NULL;
-    if (Py_TYPE(v) == (PyTypeObject *)node->decimal_type) {
-        enc = PyDict_GetItemWithError(node->cache, v); /* borrowed */
+    if (Py_TYPE(v) == (PyTypeObject *)dec->decimal_type) {
+        enc = PyDict_GetItemWithError(dec->cache, v); /* borrowed */
         if (enc != NULL) {
             if (!PyBytes_Check(enc)) {
                 PyErr_SetString(PyExc_TypeError, "decimal cache holds a non-bytes value");
@@ -998,7 +993,7 @@ static int write_decimal(const WNode *node, PyObject *v, Out *o) {
             return -1;
         }
         unsigned char raw[18];
-        int len = decimal_bytes(node, v, raw + 1);
+        int len = decimal_bytes(dec, v, raw + 1);
         if (len < 0) {
             return -1;
         }
@@ -1008,7 +1003,7 @@ static int write_decimal(const WNode *node, PyObject *v, Out *o) {
             if (enc == NULL) {
                 return -1;
             }
-            int r = remember(node->cache, node->bound_owner, node->bound_name, v, enc) < 0 ? -1
+            int r = remember(dec, v, enc) < 0 ? -1
                     : put_bytes(o, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) < 0 ? -1 : 1;
             Py_DECREF(enc);
             return r;

@@ -274,8 +274,5 @@ def _native_reader(read: Read) -> Any:
     """The C reader of `read`'s spec when the native build runs (see `streams._native`), else None."""
     from streams import _native
 
-    if not _native.engine_build().startswith("compiled"):
-        return None
-    from streams.codec import _cavro  # type: ignore[attr-defined]
-
-    return _cavro.Reader(read.spec, Unsure)  # type: ignore[attr-defined]
+    c = _native.c_module()
+    return None if c is None else c.Reader(read.spec, Unsure)  # type: ignore[attr-defined]

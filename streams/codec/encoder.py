@@ -260,7 +260,7 @@ def _spec(schema: Any, top: bool = True) -> tuple[Any, ...]:
     if is_decimal(schema):
         scale, precision = int(schema.get("scale", 0)), int(schema["precision"])
         cache, miss = _decimal_writer(scale, precision, b"")
-        return ("decimal", cache, miss, Decimal, scale, precision, decimals, "WRITE_CACHE_MAX")
+        return ("decimal", cache, scale, precision, Decimal, decimals, "WRITE_CACHE_MAX", miss)
     if isinstance(schema, Mapping) and schema.get("type") == "array" and len(schema) == 2:
         return ("array", _spec(schema["items"], top=False), top)
     if schema in ("string", "long", "boolean"):
@@ -299,9 +299,8 @@ def compile_encoder(cls: type, definition: Mapping[str, Any], native: bool = Tru
     if native:
         from streams import _native
 
-        if _native.engine_build() == "compiled":
-            from streams.codec import _cavro  # type: ignore[attr-defined]
-
+        c = _native.c_module()
+        if c is not None:
             spec = ("record", tuple((attrs[f["name"]], _spec(f["type"])) for f in schema_fields))
-            return _cavro.Encoder(spec)  # type: ignore[no-any-return]
+            return c.Encoder(spec)  # type: ignore[no-any-return]
     return encode

@@ -47,9 +47,8 @@ def load(path: Path) -> ModuleType:
 
 def module(name: str, tmp: Path) -> ModuleType:
     """`streams.codec.<name>` when this process runs the native build, else a fresh build in `tmp`."""
-    if _native.engine_build() == "compiled":
-        return importlib.import_module(f"streams.codec.{name}")
-    return load(build(name, tmp))
+    built = _native.c_module()
+    return built if built is not None else load(build(name, tmp))
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -156,7 +156,7 @@ def test_a_decimal_written_in_c_has_exact_writers_bytes(c: ModuleType, v: Decima
     encoding = _exact_encoding(scale)
     cache: dict[Decimal, bytes] = {}
     bound = SimpleNamespace(MAX=1 << 14)
-    encoder = c.Encoder(("record", (("a", ("decimal", cache, encoding, Decimal, scale, 38, bound, "MAX")),)))
+    encoder = c.Encoder(("record", (("a", ("decimal", cache, scale, 38, Decimal, bound, "MAX", encoding)),)))
     try:
         want: Any = encoding(v)
     except EncodeError as exc:
@@ -172,7 +172,7 @@ def test_a_decimal_written_in_c_has_exact_writers_bytes(c: ModuleType, v: Decima
 def test_the_c_decimal_writes_keep_the_cache_bounded(c: ModuleType) -> None:
     cache: dict[Decimal, bytes] = {}
     bound = SimpleNamespace(MAX=8)
-    encoder = c.Encoder(("record", (("a", ("decimal", cache, _exact_encoding(3), Decimal, 3, 38, bound, "MAX")),)))
+    encoder = c.Encoder(("record", (("a", ("decimal", cache, 3, 38, Decimal, bound, "MAX", _exact_encoding(3))),)))
     for u in range(100):
         assert encoder(_One(Decimal(u) / 1000), b"") == _exact_encoding(3)(Decimal(u) / 1000)
         assert len(cache) <= 8
@@ -186,7 +186,7 @@ def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) ->
     with pytest.raises(ValueError, match="null index must be 0 or 1"):
         c.Encoder(("record", (("a", ("union", 3, ("long",))),)))
     with pytest.raises(ValueError, match="a decimal needs"):
-        c.Encoder(("record", (("a", ("decimal", [], print, Decimal, 12, 38, SimpleNamespace(MAX=9), "MAX")),)))
+        c.Encoder(("record", (("a", ("decimal", [], 12, 38, Decimal, SimpleNamespace(MAX=9), "MAX", print)),)))
     with pytest.raises(ValueError, match="a field must be"):
         c.Encoder(("record", (("a",),)))
     deep: Any = ("long",)
