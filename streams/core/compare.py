@@ -9,7 +9,7 @@ resolves. Absent counts as 0 for the delta, but it is reported as None, never as
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from streams.core.events import (
     AvailGapFlip,
@@ -25,7 +25,7 @@ from streams.core.valuation import ZERO, im_delta, position_im, unvaluable_reaso
 if TYPE_CHECKING:
     from streams.core.engine import Engine
 
-MISMATCH_TIMER = 0
+MISMATCH_TIMER: Final = 0
 
 
 def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:

@@ -16,7 +16,6 @@ Guarantees:
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -35,11 +34,66 @@ from streams.core.records import (
     RiskSnapshot,
 )
 from streams.core.state import AccountState, awaiting_confirmation
+from streams.core.tally import Tally
 from streams.core.valuation import ZERO
 
 MINUTE_MS = 60_000
+Timer = tuple[int, int, str, str, int]  # deadline, kind, account_id, symbol, first_seen
+# how the queue holds one: compiled, a fixed-length tuple type is unboxed into a C struct at every
+# read and boxed again at every compare or return (~3 µs a timer); a variable-length one stays a tuple
+_Queued = tuple[Any, ...]
 # stats keys per apply_ep3 outcome: built once (a key made by concatenation is a new string, hashed anew)
 _EP3_STATS = {kind: "ep3_" + kind for kind in ("stale", "bookmark", "snapshot", "update")}
+
+
+class TimerQueue:
+    """Pending timers, popped in (deadline, kind, account_id, symbol, first_seen) order, as one heap
+    would pop them, but in O(1) for the common case: grace timers are scheduled at now + grace by a
+    clock that never goes back, so almost all arrive in order and queue in a FIFO; the rest (sweeps,
+    timers re-derived on restore, ties out of order) go to a heap. Both stay sorted, and a pop takes
+    the smaller head."""
+
+    def __init__(self) -> None:
+        # the FIFO is a list read from `_head` (indexing a list is a direct call when compiled, a
+        # deque's is not); the consumed prefix is cut off once it is most of the list
+        self._fifo: list[_Queued] = []
+        self._head = 0
+        self._heap: list[_Queued] = []
+
+    def push(self, t: _Queued, in_order_likely: bool = True) -> None:
+        fifo = self._fifo
+        if in_order_likely and (len(fifo) == self._head or t >= fifo[-1]):
+            fifo.append(t)
+        else:
+            heapq.heappush(self._heap, t)
+
+    def pop_before(self, ts_ms: int) -> _Queued | None:
+        """The first timer if its deadline is before `ts_ms` (removed), else None."""
+        fifo, heap, head = self._fifo, self._heap, self._head
+        if head < len(fifo):
+            t = fifo[head]
+            if heap:
+                h = heap[0]
+                # deadlines first: comparing them is cheaper than comparing tuples, and decides most
+                if h[0] < t[0] or (h[0] == t[0] and h < t):  # on a tie the fifo's: equal tuples are one timer
+                    return heapq.heappop(heap) if h[0] < ts_ms else None
+            if t[0] >= ts_ms:
+                return None
+            head += 1
+            if head >= 4096 and head * 2 >= len(fifo):
+                del fifo[:head]
+                head = 0
+            self._head = head
+            return t
+        if heap and heap[0][0] < ts_ms:
+            return heapq.heappop(heap)
+        return None
+
+    def pending(self) -> list[Timer]:
+        return sorted([*self._fifo[self._head:], *self._heap])
+
+    def __len__(self) -> int:
+        return len(self._fifo) - self._head + len(self._heap)
 
 
 class Engine:
@@ -53,17 +107,17 @@ class Engine:
         self._source_key: tuple[int, str] = (0, "")
         self.now = 0
         self.started = False
-        self.stats: Counter[str] = Counter()
+        self.stats: Tally[str] = Tally()
         self.open_anomalies = 0
         self.unvaluable_index: dict[str, set[str]] = {}
         self._out: list[Event] = []
         self._dirty: dict[str, AccountState] = {}
-        self._timers: list[tuple[int, int, str, str, int]] = []
+        self._timers = TimerQueue()
         self._minute: int | None = None
         self._minute_end = 0
-        self._minute_counts: Counter[Feed] = Counter()
+        self._minute_counts: dict[Feed, int] = {}  # plain dict: a store per record
         self._next_sweep: int | None = None
-        self.records_by_feed: Counter[str] = Counter()
+        self.records_by_feed: Tally[str] = Tally()
         self._handlers: dict[Feed, Callable[[Any], None]] = {
             Feed.EP3: self._on_ep3, Feed.RISK: self._on_risk, Feed.OG_MARGIN: self._on_og,
             Feed.FILLS: self._on_fill, Feed.MARKS: self._on_mark, Feed.INSTRUMENTS: self._on_instrument,
@@ -77,7 +131,8 @@ class Engine:
             self.advance(ts_ms)
         elif ts_ms < self.now:
             self.stats["late_records"] += 1
-        self._minute_counts[feed] += 1
+        counts = self._minute_counts
+        counts[feed] = counts.get(feed, 0) + 1
         self._handlers[feed](record)
 
     def advance(self, ts_ms: int) -> None:
@@ -96,10 +151,10 @@ class Engine:
             return
         if self._dirty:
             self._settle()
-        timers = self._timers
+        timers = self._timers  # a direct call when compiled (a bound method would be a Python call)
         accounts = self.accounts
-        while timers and timers[0][0] < ts_ms:
-            deadline, kind, account_id, symbol, first_seen = heapq.heappop(timers)
+        while (t := timers.pop_before(ts_ms)) is not None:
+            deadline, kind, account_id, symbol, first_seen = t
             if kind != witness.SWEEP_TIMER:
                 # most grace timers belong to episodes that resolved as races: drop those here, as
                 # confirm_* would (nothing was dirty, so skipping the instant changes nothing)
@@ -169,7 +224,11 @@ class Engine:
         self._out.append(event)
 
     def schedule(self, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
-        heapq.heappush(self._timers, (deadline, kind, account_id, symbol, first_seen))
+        self._timers.push((deadline, kind, account_id, symbol, first_seen), kind != witness.SWEEP_TIMER)
+
+    def timers(self) -> list[Timer]:
+        """Pending timers in the order they fire."""
+        return self._timers.pending()
 
     # --- records ---------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ engine with `restore_engine`. Guarantees:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -34,6 +33,7 @@ from streams.core.state import (
     MismatchEpisode,
     UnvaluableEpisode,
 )
+from streams.core.tally import Tally
 
 FORMAT = 1
 
@@ -194,8 +194,8 @@ def restore_engine(cfg: EngineConfig, meta: Mapping[str, Any] | None, accounts: 
         e._next_sweep, e._minute = meta["next_sweep"], meta["minute"]
         if e._minute is not None:
             e._minute_end = e._minute + MINUTE_MS
-        e._minute_counts = Counter({Feed(feed): n for feed, n in meta["minute_counts"].items()})
-        e.stats = Counter(meta["stats"])
+        e._minute_counts = {Feed(feed): n for feed, n in meta["minute_counts"].items()}
+        e.stats = Tally(meta["stats"])
         if e._next_sweep is not None:
             e.schedule(e._next_sweep, witness.SWEEP_TIMER, "", "", 0)
     for a in sorted(accounts, key=lambda a: a.account_id):

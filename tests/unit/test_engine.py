@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import subprocess
@@ -10,8 +11,10 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.core.engine import Engine
+from streams.core.engine import Engine, TimerQueue
 from streams.core.events import AvailGapFlip, PositionMismatch, Unvaluable, WitnessCheck
 from streams.core.mirror import apply_ep3
 from streams.core.params import EngineConfig
@@ -154,7 +157,7 @@ d.at(10, t.Feed.EP3, t.ep3("A", 2, t.T0 + 10, BTC="2", ETH="2"))
 d.at(500, t.Feed.RISK, t.risk("A", t.T0 + 500, BTC="2", ETH="1"))  # BTC resolves as a race, ETH stays apart
 d.advance(61_000)
 mismatches = sorted((m.symbol, m.cls, m.state) for m in d.events(t.PositionMismatch))
-print(json.dumps({"fired": fired, "timers": [t[1] for t in d.engine._timers], "mismatches": mismatches}))
+print(json.dumps({"fired": fired, "timers": [t[1] for t in d.engine.timers()], "mismatches": mismatches}))
 """
 
 
@@ -172,6 +175,33 @@ def test_timers_of_resolved_episodes_are_dropped_and_live_ones_fire() -> None:
     assert got["timers"] and all(kind == 2 for kind in got["timers"])
     assert [tuple(m) for m in got["mismatches"]] == [
         ("BTC", "propagation_race", "resolved"), ("ETH", "persistent", "confirmed")]
+
+
+_timer = st.tuples(st.integers(0, 40), st.integers(0, 2), st.sampled_from(["A", "B", "C"]),
+                   st.sampled_from(["BTC", "ETH"]), st.integers(0, 3))
+# a script: ("push", timer, in-order hint) or ("pop", before); pushes mostly in order, as the engine's are
+_step = st.one_of(st.tuples(st.just("push"), _timer, st.booleans()), st.tuples(st.just("pop"), st.integers(0, 45)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_step, max_size=60))
+def test_timer_queue_pops_in_the_order_of_one_heap(script: list[tuple]) -> None:
+    """Whatever order timers arrive in (ties, duplicates, out of order, the hint right or wrong), the
+    queue pops exactly what a single heap pops: verdicts depend on the order timers fire in."""
+    q, heap = TimerQueue(), []
+    for op, arg, *rest in script:
+        if op == "push":
+            q.push(arg, rest[0])
+            heapq.heappush(heap, arg)
+        else:
+            got = []
+            while (t := q.pop_before(arg)) is not None:
+                got.append(t)
+            want = []
+            while heap and heap[0][0] < arg:
+                want.append(heapq.heappop(heap))
+            assert got == want
+        assert q.pending() == sorted(heap) and len(q) == len(heap)
 
 
 def test_re_older_than_ep3_update_names_ep3_fresher() -> None:
