@@ -51,6 +51,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -176,6 +177,7 @@ typedef struct {
     PyObject_HEAD
     RNode *root;
     PyObject *unsure;
+    vectorcallfunc vectorcall; /* reader(data, offset) without packing a tuple and parsing it */
 } Reader;
 
 typedef struct {
@@ -339,6 +341,38 @@ static int read_long(Cur *c, int64_t *out, PyObject *unsure) {
         n |= (b & 0x7F) << shift;
     }
     return unsure_at(c, unsure, "varint of 10 bytes or more");
+}
+
+/* Short ASCII strings, by their bytes: account ids, symbols, kinds and sources repeat in nearly every
+   record. A hit returns the str made before from the same bytes (no UTF-8 decode, no allocation),
+   and the engine's dict lookups of it then find the key by identity with its hash already computed.
+   Direct-mapped (FNV-1a of the bytes), a slot replaced on a miss; entries live until the process
+   ends: at most STR_SLOTS strings of at most STR_MAX bytes. Only compact ASCII strs are kept, whose
+   characters are their UTF-8 bytes, so comparing the bytes is comparing the text. */
+#define STR_SLOTS 4096 /* a power of two */
+#define STR_MAX 32
+static PyObject *str_cache[STR_SLOTS];
+
+static PyObject *read_string(const unsigned char *p, Py_ssize_t n) {
+    if (n > STR_MAX) {
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    }
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 16777619u;
+    }
+    PyObject **slot = &str_cache[h & (STR_SLOTS - 1)];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_DATA(s), p, (size_t)n) == 0) {
+        Py_INCREF(s);
+        return s;
+    }
+    s = PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    if (s != NULL && PyUnicode_IS_COMPACT_ASCII(s)) {
+        Py_INCREF(s);
+        Py_XSETREF(*slot, s);
+    }
+    return s;
 }
 
 /* A byte length that fits in what is left: the start of the bytes in *start, their count returned. */
@@ -513,7 +547,7 @@ static PyObject *read_node(const RNode *node, Cur *c, PyObject *unsure) {
     }
     case K_STRING: {
         Py_ssize_t start, n = read_size(c, &start, unsure);
-        return n < 0 ? NULL : PyUnicode_DecodeUTF8((const char *)c->buf + start, n, NULL);
+        return n < 0 ? NULL : read_string(c->buf + start, n);
     }
     case K_DECIMAL:
         return read_decimal(node, c, unsure);
@@ -559,14 +593,21 @@ static int cursor(PyObject *data, Py_ssize_t pos, Cur *c) {
     return 0;
 }
 
-static PyObject *Reader_call(Reader *self, PyObject *args, PyObject *kwargs) {
-    PyObject *data;
-    Py_ssize_t offset;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+static PyObject *Reader_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    Reader *self = (Reader *)callable;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
         PyErr_SetString(PyExc_TypeError, "Reader takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "On:Reader", &data, &offset)) {
+    if (PyVectorcall_NARGS(nargsf) != 2) {
+        PyErr_Format(PyExc_TypeError, "Reader takes 2 arguments (data, offset), %zd given",
+                     (Py_ssize_t)PyVectorcall_NARGS(nargsf));
+        return NULL;
+    }
+    PyObject *data = args[0];
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
         return NULL;
     }
     Cur c;
@@ -637,6 +678,7 @@ static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->root = root;
     Py_INCREF(unsure);
     self->unsure = unsure;
+    self->vectorcall = Reader_vectorcall;
     return (PyObject *)self;
 }
 
@@ -657,10 +699,11 @@ static PyTypeObject ReaderType = {
     .tp_name = "streams.codec._cavro.Reader",
     .tp_doc = "Reader(spec, unsure): reader(data, offset) -> record, the whole of data from offset on.",
     .tp_basicsize = sizeof(Reader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Reader, vectorcall),
     .tp_new = Reader_new,
     .tp_dealloc = (destructor)Reader_dealloc,
-    .tp_call = (ternaryfunc)Reader_call,
+    .tp_call = PyVectorcall_Call,
     .tp_methods = Reader_methods,
 };
 

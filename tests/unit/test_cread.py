@@ -184,6 +184,46 @@ def test_the_c_conversion_keeps_the_cache_bounded(c: ModuleType) -> None:
         assert len(cache) <= 8
 
 
+def _string_body(text: bytes) -> bytes:
+    z, out = len(text) << 1, bytearray()  # zig-zag varint length, then the bytes
+    while z >= 0x80:
+        out.append(z & 0x7F | 0x80)
+        z >>= 7
+    return bytes([*out, z]) + text
+
+
+@settings(max_examples=50, deadline=None)
+@given(texts=st.lists(st.one_of(st.text(max_size=40), st.text("AB-0123", max_size=6)), min_size=1, max_size=300),
+       seed=st.randoms(use_true_random=False))
+def test_strings_read_through_the_string_cache_are_the_text_of_their_bytes(
+        c: ModuleType, texts: list[str], seed: Any) -> None:
+    """Short ASCII strings come from a cache of 4,096 slots keyed by their bytes: whatever was read
+    before (colliding slots, non-ASCII text, strings longer than 32 bytes, the empty one), each read
+    gives exactly the text of its own bytes."""
+    reader = c.Reader(("record", _One, (("string",),)), Unsure)
+    order = texts * 2
+    seed.shuffle(order)
+    for text in order:
+        assert reader(_string_body(text.encode()), 0).d == text
+    many = [f"A{i:05d}" for i in range(10_000)]  # more than the slots: collisions replace entries
+    for text in many + many[::-1]:
+        assert reader(_string_body(text.encode()), 0).d == text
+
+
+def test_a_repeated_short_ascii_string_is_read_as_the_same_object(c: ModuleType) -> None:
+    """The point of the cache: an account id read again is the str made the first time, so the
+    engine's dict lookups find it by identity with its hash already computed."""
+    reader = c.Reader(("record", _One, (("string",),)), Unsure)
+    first, again = (reader(_string_body(b"ACC-000417"), 0).d for _ in range(2))
+    assert first == "ACC-000417" and first is again
+    accented = reader(_string_body("Zürich".encode()), 0).d
+    assert accented == "Zürich"
+    long = b"X" * 33
+    assert reader(_string_body(long), 0).d == long.decode()
+    with pytest.raises(UnicodeDecodeError):  # invalid UTF-8 is refused, never cached as text
+        reader(_string_body(b"\xff\xfe"), 0)
+
+
 def test_the_native_build_reads_with_c_and_pure_runs_python(c: ModuleType) -> None:
     """Which reader a codec and an Avro tape use follows the build this process runs."""
     compiled = _native.engine_build() == "compiled"
