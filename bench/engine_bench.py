@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# `--instructions --compare DIR` runs this script on DIR's package (DIR's own script may predate it)
+# `--compare DIR` runs this script on DIR's package (DIR's own script may predate its options)
 sys.path.insert(0, os.environ.get("DIVMON_BENCH_CHECKOUT") or str(ROOT))
 
 from streams.core.engine import Engine  # noqa: E402
@@ -53,15 +53,17 @@ def load(path: Path | None, limit: int | None, synth: int = 0, accounts: int = 5
     return list(itertools.islice(open_tape(path), limit))
 
 
-def engine_only(records: list[Any]) -> None:
-    """What `--instructions` counts: the timed part of `run`, nothing else."""
-    eng = Engine(EngineConfig())
+def feed(eng: Engine, records: list[Any]) -> list[Any]:
+    """What is measured, timed (`run`) or counted (`--instructions`): `process` every record and
+    `take_events` every 1,000."""
     process, take = eng.process, eng.take_events
-    for i, (ts_ms, feed, record, _where) in enumerate(records):
-        process(feed, ts_ms, record)
+    events = []
+    for i, (ts_ms, feed_, record, _where) in enumerate(records):
+        process(feed_, ts_ms, record)
         if i % 1000 == 0:
-            take()
-    take()
+            events.extend(take())
+    events.extend(take())
+    return events
 
 
 def instructions(checkout: Path, argv: list[str]) -> int:
@@ -82,16 +84,10 @@ def instructions(checkout: Path, argv: list[str]) -> int:
 
 def run(records: list[Any], profile: cProfile.Profile | None = None) -> tuple[float, str, int]:
     eng = Engine(EngineConfig())
-    process, take = eng.process, eng.take_events
-    events = []
     if profile is not None:
         profile.enable()
     t0 = time.process_time()
-    for i, (ts_ms, feed, record, _where) in enumerate(records):
-        process(feed, ts_ms, record)
-        if i % 1000 == 0:
-            events.extend(take())
-    events.extend(take())
+    events = feed(eng, records)
     cpu = time.process_time() - t0
     if profile is not None:
         profile.disable()
@@ -139,7 +135,7 @@ def main() -> None:
     records = load(args.tape, args.limit, args.synth, args.accounts)
     if args.once:
         if args.once == "run":
-            engine_only(records)
+            feed(Engine(EngineConfig()), records)
         return
     n = len(records)
     if args.serve:
@@ -150,9 +146,9 @@ def main() -> None:
         return
     other = None
     if args.compare is not None:
-        cmd = [sys.executable, str(args.compare / "bench" / "engine_bench.py"), *selection, "--serve"]
+        cmd = [sys.executable, __file__, *selection, "--serve"]
         other = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 env={"PYTHONPATH": str(args.compare)})
+                                 env={**os.environ, "DIVMON_BENCH_CHECKOUT": str(args.compare.resolve())})
         assert other.stdin is not None and other.stdout is not None
         assert other.stdout.readline().strip() == "ready"
     best: dict[str, float] = {}
