@@ -25,7 +25,7 @@ from typing import Any
 from streams.core import compare, witness
 from streams.core.engine import MINUTE_MS, Engine
 from streams.core.params import EngineConfig
-from streams.core.records import Feed, Instrument, RiskSnapshot, parse_value, record_to_value
+from streams.core.records import Feed, Instrument, OgMargin, RiskSnapshot, parse_value
 from streams.core.state import (
     AccountState,
     AnomalyEpisode,
@@ -69,8 +69,28 @@ def _untagged(v: Any) -> object:
     return v
 
 
+def _dv(v: object) -> object:
+    """A record field as `record_to_value` writes it: a decimal as its text, anything else as is."""
+    return str(v) if isinstance(v, Decimal) else v
+
+
 def _snap(s: RiskSnapshot | None) -> dict[str, Any] | None:
-    return None if s is None else record_to_value(s)
+    """`record_to_value(s)`, spelled out: a snapshot is written with every account's checkpoint."""
+    if s is None:
+        return None
+    return {"account_id": s.account_id, "published_ts_ms": s.published_ts_ms,
+            "positions": [{"symbol": p.symbol, "qty": _dv(p.qty), "im": _dv(p.im)} for p in s.positions],
+            "im_total": _dv(s.im_total), "open_orders_margin": _dv(s.open_orders_margin),
+            "equity": _dv(s.equity), "avail": _dv(s.avail)}
+
+
+def _og(m: OgMargin | None) -> dict[str, Any] | None:
+    """`record_to_value(m)`, spelled out, as `_snap`."""
+    if m is None:
+        return None
+    return {"account_id": m.account_id, "ts_ms": m.ts_ms, "positions_source": m.positions_source,
+            "im_positions": _dv(m.im_positions), "open_orders_margin": _dv(m.open_orders_margin),
+            "equity": _dv(m.equity), "avail": _dv(m.avail)}
 
 
 def _Snap(v: Any) -> RiskSnapshot | None:
@@ -133,7 +153,7 @@ def account_to_dict(a: AccountState) -> dict[str, Any]:
     return {
         "account_id": a.account_id, "ep3": _dmap(a.ep3), "ep3_touch": a.ep3_touch, "ep3_seq": a.ep3_seq,
         "ep3_ready": a.ep3_ready, "re": None if a.re is None else _dmap(a.re), "re_im": _dmap(a.re_im),
-        "re_snapshot": _snap(a.re_snapshot), "og": None if a.og is None else record_to_value(a.og),
+        "re_snapshot": _snap(a.re_snapshot), "og": _og(a.og),
         "ledger": None if a.ledger is None else _dmap(a.ledger), "ledger_touch": a.ledger_touch,
         "baseline": a.baseline, "baseline_ts": a.baseline_ts,
         "mismatches": [_mismatch(e) for e in a.mismatches.values()],

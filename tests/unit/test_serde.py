@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core.engine import Engine
 from streams.core.events import Event
 from streams.core.params import EngineConfig
+from streams.core.records import OgMargin, RiskPosition, RiskSnapshot, record_to_value
 from streams.core.serde import account_from_dict, account_to_dict, engine_to_dict, restore_engine
+from streams.core.state import AccountState
 from streams.tapes.model import TapeRecord
 from streams.worker.synth import traffic
 
@@ -69,3 +73,28 @@ def test_unsettled_work_survives_the_round_trip(tape: list[TapeRecord]) -> None:
     for account in eng.unsettled():
         a, b = eng.accounts[account], restored.accounts[account]
         assert (a.dirty, a.margin_dirty, a.baseline_candidates) == (b.dirty, b.margin_dirty, b.baseline_candidates)
+
+
+_decimal = st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-10**9, max_value=10**9)
+_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)  # what parse_value accepts
+_snapshots = st.builds(
+    RiskSnapshot, _text, st.integers(0, 2**62),
+    st.lists(st.builds(RiskPosition, _text, _decimal, st.none() | _decimal), max_size=4,
+             unique_by=lambda p: p.symbol).map(tuple),
+    st.none() | _decimal, _decimal, _decimal, _decimal)
+_margins = st.builds(OgMargin, _text, st.integers(0, 2**62), st.sampled_from(["EP3", "RISK_ENGINE"]),
+                     st.none() | _decimal, _decimal, _decimal, _decimal)
+
+
+@given(snap=st.none() | _snapshots, og=st.none() | _margins)
+def test_an_accounts_records_are_written_as_record_to_value_writes_them(
+        snap: RiskSnapshot | None, og: OgMargin | None) -> None:
+    """The checkpoint spells the snapshot and margin rows out (they are written with every account);
+    a restore reads them with `parse_value`, so they must stay exactly `record_to_value`'s form."""
+    a = AccountState("A1")
+    a.re_snapshot, a.og = snap, og
+    row = account_to_dict(a)
+    assert row["re_snapshot"] == (None if snap is None else record_to_value(snap))
+    assert row["og"] == (None if og is None else record_to_value(og))
+    back = account_from_dict(json.loads(json.dumps(row)))
+    assert (back.re_snapshot, back.og) == (snap, og)
