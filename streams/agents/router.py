@@ -78,6 +78,7 @@ class WorkerMetrics:
     def __init__(self, metrics: m.Metrics) -> None:
         self.m = metrics
         self._stale = 0
+        self._source: str | None = None  # the positions source last set (only this object sets it)
 
     def consumed(self, feed: str, n: int) -> None:
         self.m.records_consumed.labels(feed=feed).inc(n)
@@ -87,12 +88,21 @@ class WorkerMetrics:
         self.m.dead_letters.labels(feed=d.feed.value, reason=reason).inc()
 
     def events(self, events: list[Event]) -> None:
+        """Count a batch of events; observe the snapshot ages in one go, and set the positions source
+        once, to the batch's last transition (no scrape can see one set in the middle of a batch)."""
         m.observe_events(self.m, events)
+        ages = []
+        source = None
         for ev in events:
-            if isinstance(ev, PositionMismatch) and ev.snapshot_age_ms is not None:
-                self.m.snapshot_age.observe(ev.snapshot_age_ms / 1000)
+            if isinstance(ev, PositionMismatch):
+                if ev.snapshot_age_ms is not None:
+                    ages.append(ev.snapshot_age_ms / 1000)
             elif isinstance(ev, SourceTransition):
-                m.set_positions_source(self.m, ev.to_source)
+                source = ev.to_source
+        m.observe_many(self.m.snapshot_age, ages)
+        if source is not None and source != self._source:
+            m.set_positions_source(self.m, source)
+            self._source = source
 
     def state(self, pipeline: Pipeline, wall_ms: float, lag: dict[str, int]) -> None:
         """Gauges derived from engine state: open episodes, engine lag, ep3 stale count, consumer lag."""

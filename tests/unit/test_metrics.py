@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import metrics
-from streams.core.events import AvailGapFlip, PositionMismatch, WitnessCheck
+from streams.agents.router import WorkerMetrics
+from streams.core.events import AvailGapFlip, PositionMismatch, SourceTransition, WitnessCheck
 from streams.metrics import Metrics
 
 FORBIDDEN_LABEL = re.compile(r"account|symbol|user|password|secret|event_id", re.IGNORECASE)
@@ -261,3 +265,51 @@ def test_build_info_says_which_engine_runs(registry: CollectorRegistry) -> None:
     assert info.labels["version"] == __version__
     assert info.labels["engine"] == engine_build()
     assert info.labels["engine"] in ("compiled", "pure", "pure (stale build)", "pure (DIVMON_PURE)")
+
+
+_ages = st.lists(st.one_of(st.sampled_from(metrics.SNAPSHOT_AGE_BUCKETS),  # on a bound: that bucket
+                           st.integers(-5, 900_000).map(lambda ms: ms / 1000),
+                           st.floats(allow_nan=True), st.just(float("inf"))), max_size=40)
+
+
+@given(values=_ages)
+def test_observe_many_counts_as_observe_does(values: list[float]) -> None:
+    """The worker observes a batch's snapshot ages at once: same buckets, count and sum as one by one."""
+    one, many = CollectorRegistry(), CollectorRegistry()
+    m_one, m_many = metrics.create(one, env="test"), metrics.create(many, env="test")
+    for v in values:
+        m_one.snapshot_age.observe(v)
+    metrics.observe_many(m_many.snapshot_age, values)
+    want, got = (f["divmon_snapshot_age_seconds"] for f in (_families(one), _families(many)))
+    assert [s for s in got if not s[0].endswith(("_sum", "_created"))] == \
+        [s for s in want if not s[0].endswith(("_sum", "_created"))]
+    (sum_want,), (sum_got,) = ([s[2] for s in f if s[0].endswith("_sum")] for f in (want, got))
+    assert sum_got == pytest.approx(sum_want, nan_ok=True)
+
+
+def test_worker_metrics_observe_ages_and_end_on_the_last_source() -> None:
+    """`WorkerMetrics.events`: every mismatch's snapshot age is observed, and the positions source
+    is the batch's last transition (also when a later batch goes back)."""
+    registry = CollectorRegistry()
+    wm = WorkerMetrics(metrics.create(registry, env="test"))
+
+    def transition(to: str) -> SourceTransition:
+        return SourceTransition(event_id=to, version=1, env="test", positions_source=to, ts_ms=0,
+                                from_source="", to_source=to, account_id="A1", scope="p0")
+
+    def aged(ms: int | None) -> PositionMismatch:
+        return replace(_mismatch("opened", None, None), snapshot_age_ms=ms)
+
+    wm.events([aged(1500), transition("RISK_ENGINE"), aged(None), aged(40), transition("EP3")])
+    assert _value(registry, "divmon_snapshot_age_seconds_count") == 2
+    assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="0.05") == 1
+    assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="2.0") == 2
+    assert _value(registry, "divmon_positions_source", source="EP3") == 1
+    assert _value(registry, "divmon_positions_source", source="RISK_ENGINE") == 0
+    wm.events([transition("RISK_ENGINE")])
+    wm.events([aged(700_000)])
+    assert _value(registry, "divmon_positions_source", source="EP3") == 0
+    assert _value(registry, "divmon_positions_source", source="RISK_ENGINE") == 1
+    assert _value(registry, "divmon_snapshot_age_seconds_count") == 3
+    assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="600.0") == 2
+    assert _value(registry, "divmon_snapshot_age_seconds_sum") == pytest.approx(701.54)
