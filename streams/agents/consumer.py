@@ -6,13 +6,20 @@ fetch loop (`_drain_messages`) hands each fetched list of records of the *input*
 `BatchSink` (the worker's pipeline) in one call, without creating a Faust message or event per record;
 records of every other topic (table changelogs, standbys) take Faust's ordinary path.
 
+Records of the input topics are not even made into aiokafka `ConsumerRecord`s: aiokafka's fetcher
+builds one per record (an 11-field dataclass, with headers copied), ~3 µs a record of the worker's
+CPU, of which the pipeline reads four fields. For the topics of a `BatchSink`, `attach` makes the
+fetcher yield `(offset, timestamp, key, value)` tuples instead (`_consumer_record`), the raw records
+the pipeline takes; every other topic gets aiokafka's records as before.
+
 Offsets of input topics are never acked per message. The pipeline calls `mark_safe` once the sink
 and the output producer have stored everything derived from them, and Faust's own commit loop then
 commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
 
 Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`, `_getmany`,
-`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`): the dependency is pinned to that
-minor in pyproject.toml.
+`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`) and on aiokafka 0.14's
+`PartitionRecords._consumer_record` (called once per record after aiokafka's own offset, control
+batch, transaction and CRC handling): both dependencies are pinned to that minor in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -21,15 +28,34 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service, ServiceT
+
+# Topics whose records the fetcher hands over as raw tuples (see the module docstring): those of the
+# process's batch sink. A process runs one worker; a topic is never both raw and a Faust stream's.
+_RAW_TOPICS: set[str] = set()
+_aiokafka_consumer_record = aiokafka_fetcher.PartitionRecords._consumer_record
+
+
+def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
+    """`PartitionRecords._consumer_record`, with raw `(offset, timestamp, key, value)` for input topics."""
+    if tp.topic in _RAW_TOPICS and self._key_deserializer is None and self._value_deserializer is None:
+        return (record.offset, record.timestamp, record.key, record.value)
+    return _aiokafka_consumer_record(self, tp, record)
+
+
+def raw_records(topics: frozenset[str]) -> None:
+    """From now on, the fetcher yields raw tuples for `topics` (and aiokafka's records for others)."""
+    _RAW_TOPICS.update(topics)
+    aiokafka_fetcher.PartitionRecords._consumer_record = _consumer_record
 
 
 class BatchSink(Protocol):
     topics: frozenset[str]
 
-    def deliver(self, tp: TP, records: list[Any]) -> None: ...
+    def deliver(self, tp: TP, records: list[tuple[int, int, bytes | None, bytes | None]]) -> None: ...
 
     def held_back(self) -> set[TP]: ...
 
@@ -44,6 +70,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._safe: dict[TP, int] = {}
+
+    def attach(self, sink: BatchSink) -> None:
+        """Hand the records of `sink.topics` to `sink`, as raw `(offset, timestamp, key, value)`."""
+        raw_records(sink.topics)
+        self.batch_sink = sink
 
     # --- commits ---------------------------------------------------------------------------------
 
@@ -115,7 +146,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         continue
                     if tp.topic in inputs:
                         sink.deliver(tp, recs)
-                        read_offset[tp] = recs[-1].offset
+                        read_offset[tp] = recs[-1][0]  # raw tuples: see `raw_records`
                         continue
                     for rec in recs:
                         r_offset = read_offset[tp]

@@ -93,7 +93,7 @@ class Worker:
         self._next_refresh = 0.0
         self._last_cp = 0.0
         consumer: Any = app.consumer
-        consumer.batch_sink = self.router
+        consumer.attach(self.router)
         app.task(self._main)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -187,8 +187,7 @@ class Worker:
         clock = self.clock
         t = clock.start()
         self._read_globals(now)
-        for tp, recs in self.router.take().items():
-            raws = [(r.offset, r.timestamp, r.key, r.value) for r in recs]
+        for tp, raws in self.router.take().items():  # (offset, ts_ms, key, value): see consumer.py
             self._ingest(tp.topic, tp.partition, raws, now)
         self._mark_caught_up()
         t = clock.lap("decode", t)

@@ -10,10 +10,16 @@ from typing import Any
 
 import faust.worker
 import pytest
+from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.agents import consumer as consumer_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
+from streams.agents.consumer import raw_records
 from streams.agents.runtime import GATE_BACKLOG, GC_THRESHOLDS, Worker
 from streams.config import Settings
 from streams.sinks import MemorySink
@@ -151,3 +157,39 @@ def test_the_worker_process_runs_with_its_gc_thresholds(tmp_path: Path, monkeypa
     finally:
         gc.set_threshold(*before)
     assert seen == [(GC_THRESHOLDS, True)]
+
+
+def _fetched(topic: str, rows: list[tuple[int, int, bytes | None, bytes | None]], start: int = 0,
+             deserializer: Any = None) -> list[Any]:
+    """What aiokafka's fetcher yields for one fetched batch of `topic` (real record-batch bytes)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for offset, ts, key, value in rows:
+        builder.append(offset, timestamp=ts, key=key, value=value, headers=[("h", b"1")])
+    records = MemoryRecords(bytes(builder.build()))
+    return list(PartitionRecords(TopicPartition(topic, 3), records, [], start, deserializer, deserializer, True, 0))
+
+
+def test_the_fetcher_hands_input_records_over_raw_and_others_as_aiokafka_records(tmp_path: Path) -> None:
+    """The worker's consumer makes aiokafka yield `(offset, timestamp, key, value)` for its input
+    topics, exactly the fields of the record aiokafka would have built (and skips what aiokafka
+    skips: records below the fetch position); a changelog or any other topic, and a consumer with
+    deserializers, still get aiokafka's `ConsumerRecord`s."""
+    rows = [(0, 1_780_000_000_000, b"A1", b"\x01\x02"), (1, 1_780_000_000_005, None, b""), (2, 7, b"B", None)]
+    other = "divmon-test-changelog"
+    before = _fetched("divmon-test-input", rows, start=1)
+    assert [(r.offset, r.timestamp, r.key, r.value) for r in before] == rows[1:]
+    worker = new_worker(tmp_path)
+    inputs = worker.router.topics
+    assert worker.app.consumer.batch_sink is worker.router
+    assert not {"divmon-test-input", other} & inputs
+    raw_records(frozenset({"divmon-test-input"}))
+    try:
+        assert _fetched("divmon-test-input", rows, start=1) == rows[1:]
+        for topic in inputs:
+            assert _fetched(topic, rows) == rows
+        assert _fetched(other, rows) == _fetched(other, rows) and all(
+            isinstance(r, ConsumerRecord) for r in _fetched(other, rows))
+        assert all(isinstance(r, ConsumerRecord) for r in _fetched("divmon-test-input", rows, deserializer=lambda b: b))
+    finally:
+        consumer_mod._RAW_TOPICS.discard("divmon-test-input")
