@@ -165,14 +165,18 @@ def test_what_c_does_not_convert_goes_to_the_cache_and_its_errors(c: ModuleType)
         _decimal_reader(c, 12, ReadCache(exact_reader(12, 38)))(_body(too_wide), 0)
 
 
-def test_a_decimal_converted_in_c_is_held_by_the_record_and_the_cache_only(c: ModuleType) -> None:
-    """No reference is leaked on the conversion path (a converted miss once kept one too many)."""
+def test_a_decimal_converted_in_c_is_held_by_the_record_the_caches_and_nothing_else(c: ModuleType) -> None:
+    """No reference is leaked on the conversion path (a converted miss once kept one too many), and
+    the reader's front cache lets go of its Decimals when the reader goes."""
     cache = ReadCache(exact_reader(3, 38))
-    record = _decimal_reader(c, 3, cache)(_body((12345).to_bytes(2, "big", signed=True)), 0)
+    reader = _decimal_reader(c, 3, cache)
+    record = reader(_body((12345).to_bytes(2, "big", signed=True)), 0)
     d = record.d
     del record
     assert d == Decimal("12.345") and cache[(12345).to_bytes(2, "big", signed=True)] is d
-    assert sys.getrefcount(d) == 3  # `d`, the cache's entry, getrefcount's argument
+    assert sys.getrefcount(d) == 4  # `d`, the dict cache's entry, the reader's front slot, getrefcount's argument
+    del reader
+    assert sys.getrefcount(d) == 3  # the front slot's reference went with the reader
 
 
 def test_the_c_conversion_keeps_the_cache_bounded(c: ModuleType) -> None:
