@@ -188,6 +188,90 @@ def test_the_c_conversion_keeps_the_cache_bounded(c: ModuleType) -> None:
         assert len(cache) <= 8
 
 
+def _raw(u: int, pad: int = 0) -> bytes:
+    """`u` as Avro decimal bytes: shortest two's complement, sign-extended by `pad` bytes."""
+    return u.to_bytes((u.bit_length() + 8) // 8 + pad, "big", signed=True)
+
+
+def _twin(scale: int, raw: bytes) -> Any:
+    """What the Python reader makes of these bytes (its cache's conversion), or "refused"."""
+    try:
+        return exact_reader(scale, 38)(raw)
+    except ValueError:
+        return "refused"
+
+
+def _exactly(got: Any, want: Any) -> bool:
+    """The same Decimal digit for digit and exponent for exponent (or both refused)."""
+    return got == want == "refused" or (str(got), got.as_tuple()) == (str(want), want.as_tuple())
+
+
+def _read_or_refused(reader: Any, raw: bytes) -> Any:
+    try:
+        return reader(_body(raw), 0).d
+    except ValueError:
+        return "refused"
+
+
+# Many distinct values of one length (2 bytes), more than the front cache's 256 slots: slots collide
+# with equal lengths, so only the bytes tell them apart.
+MANY_DECIMALS = [_raw(u) for u in range(-1200, 1200, 3) if u.bit_length() >= 8]
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-(10**38) + 1, 10**38 - 1), st.integers(-300, 300),
+                                 st.sampled_from([0, 10**38 - 1, -(10**38) + 1, 10**38, -(10**38), 2**127 - 1])),
+                       min_size=1, max_size=200),
+       pads=st.lists(st.integers(0, 2), min_size=1, max_size=5),
+       scale=st.sampled_from([0, 2, 12, 38]), seed=st.randoms(use_true_random=False))
+def test_decimals_read_through_the_front_cache_are_the_python_readers(
+        c: ModuleType, values: list[int], pads: list[int], scale: int, seed: Any) -> None:
+    """Whatever was read before (colliding slots, more values than slots, negatives, zero, the
+    largest values of precision 38 and ones past it, sign-extended encodings, empty bytes), each read
+    gives exactly the Python reader's Decimal for its own bytes, or is refused as it refuses them."""
+    reader = _decimal_reader(c, scale, ReadCache(exact_reader(scale, 38)))
+    raws = [_raw(u, pads[i % len(pads)]) for i, u in enumerate(values)] + [b""]
+    order = raws * 3 + MANY_DECIMALS
+    seed.shuffle(order)
+    for raw in order + MANY_DECIMALS[::-1] + raws:
+        assert _exactly(_read_or_refused(reader, raw), _twin(scale, raw)), raw
+
+
+def test_a_repeated_decimal_is_read_as_the_same_object(c: ModuleType) -> None:
+    """A value read again is the object read the first time, the dict cache's own, also when other
+    values of the same length took turns in its slot; a front-cache hit doesn't even ask the dict."""
+    cache = ReadCache(exact_reader(12, 38))
+    reader = _decimal_reader(c, 12, cache)
+    first = {raw: reader(_body(raw), 0).d for raw in MANY_DECIMALS}
+    for raw in MANY_DECIMALS[::-1] + MANY_DECIMALS:
+        got = reader(_body(raw), 0).d
+        assert got is first[raw] and cache[raw] is got and _exactly(got, _twin(12, raw)), raw
+    qty = _raw(2 * 10**12)
+    two = reader(_body(qty), 0).d
+    cache.clear()  # the dict no longer knows it: the front cache answers, the dict stays empty
+    assert reader(_body(qty), 0).d is two and str(two) == "2" and len(cache) == 0
+
+
+def test_decimals_read_after_the_dict_cache_started_over_are_still_right(c: ModuleType) -> None:
+    """The dict cache empties itself at its bound (decimals.READ_CACHE_MAX, here 8); the front cache
+    keeps its entries, which are still the exact values of their bytes."""
+    cache = ReadCache(exact_reader(3, 38))
+    reader = _decimal_reader(c, 3, cache, cache_max=8)
+    early = [reader(_body(raw), 0).d for raw in MANY_DECIMALS[:8]]
+    for raw in MANY_DECIMALS:  # hundreds of distinct values: the dict starts over again and again
+        assert _exactly(reader(_body(raw), 0).d, _twin(3, raw)), raw
+        assert len(cache) <= 8
+    for raw, d in zip(MANY_DECIMALS[:8], early, strict=True):
+        again = reader(_body(raw), 0).d
+        assert again == d and _exactly(again, _twin(3, raw)), raw
+    for raw in MANY_DECIMALS[::-1]:
+        assert _exactly(reader(_body(raw), 0).d, _twin(3, raw)), raw
+    too_wide = (10**38).to_bytes(17, "big", signed=True)[1:]  # refused each time: a refusal is never cached
+    for _ in range(2):
+        with pytest.raises(ValueError, match="wider than precision 38"):
+            reader(_body(too_wide), 0)
+
+
 def _string_body(text: bytes) -> bytes:
     z, out = len(text) << 1, bytearray()  # zig-zag varint length, then the bytes
     while z >= 0x80:
