@@ -407,6 +407,19 @@ for feed, value in values.items():
         assert _same(_outcome_call(reader, data), _python_call(py, data)), data
         assert _same(_c_body(reader, data, 10), _python_body(py, data, 10)), data
         checked += 1
+from decimal import Decimal
+from types import SimpleNamespace
+from streams.codec.decimals import ReadCache, exact_reader
+from tests.unit.test_cread import _One, _exactly, _read_or_refused, _twin
+pool = [bytes(rng.randrange(256) for _ in range(rng.randint(0, 18))) for _ in range(400)]  # > 256 slots
+for scale in (0, 12):  # the front cache: colliding slots, the dict restarting at its bound of 8, freed at the end
+    spec = ("decimal", ReadCache(exact_reader(scale, 38)), scale, 38, Decimal, SimpleNamespace(MAX=8), "MAX")
+    reader = c.Reader(("record", _One, (spec,)), Unsure)
+    for _ in range(int(sys.argv[3])):
+        raw = rng.choice(pool)
+        assert _exactly(_read_or_refused(reader, raw), _twin(scale, raw)), raw
+        checked += 1
+    del reader
 print(checked)
 """
 
@@ -414,7 +427,8 @@ print(checked)
 @pytest.mark.slow
 def test_the_c_reader_stays_inside_the_data_under_address_sanitizer(tmp_path: Path) -> None:
     """Compiled with -fsanitize=address and every Python allocation on the sanitized malloc, the
-    reader reads thousands of damaged records: any read outside a buffer would abort the process."""
+    reader reads thousands of damaged records and of decimals through its front cache, then is freed:
+    any read outside a buffer or of freed memory would abort the process."""
     run = cnative.run_under_asan("_cavro", tmp_path, ASAN_PROBE, "3000")
     assert run.returncode == 0, run.stderr[-4000:]
-    assert int(run.stdout.split()[-1]) == 6000
+    assert int(run.stdout.split()[-1]) == 12000
