@@ -24,17 +24,20 @@ tools: ## Install promtool/prometheus (Debian package) when missing
 kafka: ## Fetch the Apache Kafka broker jars with Maven (tests start a real KRaft broker)
 	@scripts/fetch-kafka.sh
 
-# the pure-Python twins of the native build (the engine, the Avro reader and writer) are tested too (DIVMON_PURE=1):
+# the pure-Python twins of the native build (the engine, the Avro reader and writer, the event ids and
+# constructors) are tested too (DIVMON_PURE=1):
 # they run wherever no compiler is
-PURE_TESTS := tests/unit/test_engine.py tests/unit/test_checksum.py tests/unit/test_serde.py \
+PURE_TESTS := tests/unit/test_engine.py tests/unit/test_events_fast.py tests/unit/test_cevents.py \
+              tests/unit/test_checksum.py tests/unit/test_serde.py \
               tests/unit/test_codec_direct.py tests/unit/test_tapes_avro_direct.py tests/unit/test_codec_encoder.py \
               tests/unit/test_replay_cli.py tests/test_scenarios.py tests/test_properties.py
 
-# the engine's hot modules compiled with mypyc, the C Avro reader and writer (streams/_native.py): part of
+# the engine's hot modules compiled with mypyc, the C Avro reader and writer, the C event ids and
+# constructors (streams/_native.py): part of
 # install, redone when they change (which modules: COMPILED and C_MODULES in streams/_native.py; any
 # change in streams/core rebuilds); without
 # a C compiler and Python's headers it says so and the pure-Python modules run
-streams/core/_compiled.json: $(VENV)/.installed $(wildcard streams/core/*.py) streams/codec/_cavro.c streams/_native.py
+streams/core/_compiled.json: $(VENV)/.installed $(wildcard streams/core/*.py) streams/codec/_cavro.c streams/core/_cevents.c streams/_native.py
 	$(BIN)/python scripts/native.py build --optional
 
 native: install ## Compile the engine's hot modules with mypyc (same source, ~1.6x faster; part of install)

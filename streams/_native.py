@@ -7,7 +7,8 @@ each module (which Python imports in preference to the .py), one shared library 
 stamp with the SHA-256 of every source it compiled. Nothing else changes: the same code runs, as C,
 with mypyc checking its type annotations at run time. It also builds C_MODULES, hand-written C with
 Python twins (`streams/codec/_cavro.c` does the reads of `streams/codec/direct.py` and the writes of
-`streams/codec/encoder.py`), used only while the build is in use. Without a build (no C
+`streams/codec/encoder.py`; `streams/core/_cevents.c` the event ids and constructors of
+`streams/core/events.py`), used only while the build is in use. Without a build (no C
 compiler, or never run), the pure-Python modules run, with the same results.
 
 `install()` runs when `streams` is imported, before any of these modules can be: it reads the stamp,
@@ -39,7 +40,7 @@ COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror
 GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
 STAMP = PACKAGE_DIR / "core" / "_compiled.json"
 # hand-written C extensions, each the twin of Python code that runs without the build
-C_MODULES = ("streams.codec._cavro",)
+C_MODULES = ("streams.codec._cavro", "streams.core._cevents")
 NATIVE = COMPILED + C_MODULES
 
 _build = "pure"
@@ -127,14 +128,16 @@ def install(modules: Sequence[str] = NATIVE, root: Path = PACKAGE_DIR.parent, st
     return _build
 
 
-def c_module() -> ModuleType | None:
-    """The codec's C module (`streams.codec._cavro`) when this process runs the native build, else
-    None: its Python twins (direct.py, encoder.py) run instead."""
+def c_module(name: str = "streams.codec._cavro") -> ModuleType | None:
+    """C module `name` (one of C_MODULES: the codec's by default) when this process runs the native
+    build, else None: its Python twins (direct.py and encoder.py; events.py) run instead."""
+    if name not in C_MODULES:
+        raise ValueError(f"{name} is not one of {C_MODULES}")
     if _build != "compiled":
         return None
     import importlib
 
-    return importlib.import_module("streams.codec._cavro")
+    return importlib.import_module(name)
 
 
 def engine_build() -> str:

@@ -1,4 +1,5 @@
-"""The hand-written C extensions (`streams._native.C_MODULES`: streams/codec/_cavro.c) as
+"""The hand-written C extensions (`streams._native.C_MODULES`: streams/codec/_cavro.c,
+streams/core/_cevents.c) as
 tests need them: the one the native build made, or one compiled for the test (in a temporary
 directory, with extra flags such as a sanitizer's)."""
 
@@ -15,13 +16,19 @@ from types import ModuleType
 from streams import _native
 
 
+def dotted(name: str) -> str:
+    """The full name of C module `name` ("_cavro" -> "streams.codec._cavro")."""
+    full, = (m for m in _native.C_MODULES if m.rsplit(".", 1)[1] == name)
+    return full
+
+
 def build(name: str, target: Path, cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] = ()) -> Path:
     """Compile C module `name` (e.g. "_cavro") into `target` with setuptools, as the native build
     does; the extension's path."""
     from setuptools import Extension
     from setuptools.dist import Distribution
 
-    source = _native.source_of(f"streams.codec.{name}")
+    source = _native.source_of(dotted(name))
     ext = Extension(name, [str(source)], extra_compile_args=["-std=c11", *cflags], extra_link_args=list(ldflags))
     dist = Distribution({"name": f"{name}-test", "ext_modules": [ext]})
     dist.script_args = ["-q", "build_ext", "--build-lib", str(target), "--build-temp", str(target / "o")]
@@ -46,8 +53,9 @@ def load(path: Path) -> ModuleType:
 
 
 def module(name: str, tmp: Path) -> ModuleType:
-    """`streams.codec.<name>` when this process runs the native build, else a fresh build in `tmp`."""
-    built = _native.c_module()
+    """C module `name` (e.g. "_cavro": `streams.codec._cavro`) when this process runs the native build,
+    else a fresh build in `tmp`."""
+    built = _native.c_module(dotted(name))
     return built if built is not None else load(build(name, tmp))
 
 

@@ -114,6 +114,9 @@ def test_a_compiled_wheel_runs_its_compiled_engine(tmp_path: Path) -> None:
     wheel, = (tmp_path / "wheels").glob("divmon-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], env=env,
                    check=True, capture_output=True)
+    for module in _native.C_MODULES:  # each hand-written C module, built, with the source its stamp names
+        site = tmp_path / "site"
+        assert _native.extensions([module], site) and _native.source_of(module, site).is_file(), module
     probe = ("import json, sys; import streams; from streams._native import engine_build\n"
              "import streams.core.engine as e\n"
              "from streams.tapes import replay\n"
