@@ -496,24 +496,13 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-static int add_type(PyObject *m, const char *name, PyTypeObject *type) {
-    if (PyType_Ready(type) < 0) {
-        return -1;
-    }
-    Py_INCREF(type);
-    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
-        Py_DECREF(type);
-        return -1;
-    }
-    return 0;
-}
-
 PyMODINIT_FUNC PyInit__cevents(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
         return NULL;
     }
-    if (add_type(m, "IdDigest", &IdDigestType) < 0 || add_type(m, "SlotBuilder", &SlotBuilderType) < 0) {
+    /* PyModule_AddType readies each type and adds it under the last part of its tp_name */
+    if (PyModule_AddType(m, &IdDigestType) < 0 || PyModule_AddType(m, &SlotBuilderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
