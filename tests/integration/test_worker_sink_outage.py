@@ -4,6 +4,7 @@ nothing is lost or changed, and once it is back ClickHouse holds exactly the rep
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ from tests.integration.worker_support import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
+def settled(read: Callable[[], dict[tuple[str, int], int]], quiet_s: float = 3.0, limit_s: float = 30.0
+            ) -> dict[tuple[str, int], int]:
+    """Committed offsets once they stop moving. Checkpoints stored just before the outage may still
+    commit after it began (a fixed 2 s wait failed once on a loaded machine); with the sink down and
+    no new input, nothing else can move them, so they must settle."""
+    last, since, deadline = read(), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return last
+    raise AssertionError(f"committed offsets still moving {limit_s:.0f} s into the sink outage")
+
+
 def test_worker_rides_out_a_clickhouse_outage(kafka_bootstrap: str, kafka_topics: object, ch_http: Any,
                                               ch_http_settings: Any, read_events: Any, tmp_path: Path) -> None:
     names = Names()
@@ -52,8 +69,7 @@ def test_worker_rides_out_a_clickhouse_outage(kafka_bootstrap: str, kafka_topics
     try:
         wait_for(lambda: len(stored()) > 20, 120, "the first verdicts in ClickHouse")
         ch_http.stop()
-        time.sleep(2)  # checkpoints stored just before the outage may still commit
-        frozen = committed(kafka_bootstrap, names)
+        frozen = settled(lambda: committed(kafka_bootstrap, names))
         produce(kafka_bootstrap, names, records[half:])
         time.sleep(8)
         assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
