@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from streams import metrics as metrics_mod
 from streams.agents.app import TABLE, TableStore, create_app, revoke_wait_s
-from streams.agents.kafka_io import GlobalReader, Outputs, ensure_topics, output_topics
+from streams.agents.kafka_io import ChangelogWriter, GlobalReader, Outputs, ensure_topics, output_topics
 from streams.agents.router import Router, WorkerMetrics
 from streams.codec import EventCodec, SchemaIds, input_codecs
 from streams.commands._options import engine_config
@@ -115,6 +115,7 @@ class Worker:
         await loop.run_in_executor(None, ensure_topics, self.s, self.s.partitions)
         await loop.run_in_executor(None, self.sink.setup)
         self.outputs = Outputs(self.s, self.event_codec)
+        self.store.writer = ChangelogWriter(self.s, self.table.changelog_topic.get_topic_name())
         self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS])
         self.gate = CommitGate(self.sink, self.outputs.flush, self._write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from streams.agents.kafka_io import Outputs, output_topics
+from streams.agents.kafka_io import ChangelogWriter, Outputs, output_topics
 from streams.codec import EventCodec
 from streams.config import Settings
 from streams.core.records import Feed
@@ -85,3 +85,29 @@ def test_a_message_that_times_out_makes_flush_raise() -> None:
     outputs.dead_letter(_dead_letter(b"v"))
     with pytest.raises(KafkaException, match=r"0 undelivered, errors: \[.*_MSG_TIMED_OUT.*Local: Message timed out"):
         outputs.flush(10)
+
+
+@pytest.mark.kafka
+def test_changelog_rows_arrive_in_order_and_flush_returns_their_offsets(
+        kafka_bootstrap: str, kafka_topics: Callable[..., list[str]]) -> None:
+    """`ChangelogWriter` (the state table's rows): each row on the partition it names, in order;
+    `flush()` returns the highest acknowledged offset per partition, then nothing until more rows."""
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    kafka_topics(topic, partitions=3)
+    writer = ChangelogWriter(_settings(kafka_bootstrap, "changelog"), topic)
+    writer.write(2, [(b"A1", b"one"), (b"A2", b"two")])
+    writer.write(0, [(b"B1", b"three")])
+    writer.write(2, [(b"A1", b"four")])
+    assert writer.flush(30) == {2: 2, 0: 0}
+    assert writer.flush(30) == {}
+    got = read_topics(kafka_bootstrap, [topic])
+    assert [(k, v) for _, k, v, _ in got if k.startswith(b"A")] == [(b"A1", b"one"), (b"A2", b"two"), (b"A1", b"four")]
+    assert [(k, v) for _, k, v, _ in got if k.startswith(b"B")] == [(b"B1", b"three")]
+
+
+def test_changelog_flush_raises_when_rows_are_not_delivered() -> None:
+    """No broker: flush raises naming the undelivered rows (the gate then marks nothing safe)."""
+    writer = ChangelogWriter(_settings(UNREACHABLE, "changelog"), "state-changelog", {"log_level": 0})
+    writer.write(0, [(b"A1", b"v"), (b"A2", b"w")])
+    with pytest.raises(KafkaException, match=r"changelog producer: 2 undelivered, errors: \[\]"):
+        writer.flush(0.5)

@@ -22,6 +22,7 @@ from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.consumer import raw_records
 from streams.agents.runtime import GATE_BACKLOG, GC_THRESHOLDS, Worker
 from streams.config import Settings
+from streams.core.records import Feed
 from streams.sinks import MemorySink
 
 
@@ -193,3 +194,53 @@ def test_the_fetcher_hands_input_records_over_raw_and_others_as_aiokafka_records
         assert all(isinstance(r, ConsumerRecord) for r in _fetched("divmon-test-input", rows, deserializer=lambda b: b))
     finally:
         consumer_mod._RAW_TOPICS.discard("divmon-test-input")
+
+
+class _Writer:
+    """A `ChangelogWriter` stand-in: records rows, acknowledges them at flush like the real one."""
+
+    topic = "divmon-test-state-changelog"
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, bytes, bytes]] = []
+        self.flushed = 0
+
+    def write(self, partition: int, rows: Any) -> None:
+        self.rows.extend((partition, k, v) for k, v in rows)
+
+    def flush(self) -> dict[int, int]:
+        self.flushed = len(self.rows)
+        acked: dict[int, int] = {}
+        for offset, (partition, _, _) in enumerate(self.rows):
+            acked[partition] = offset
+        return acked
+
+
+def test_state_rows_go_to_the_store_and_the_writer_and_offsets_persist_only_for_owned_partitions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TableStore.write` with a writer: the rows are in the local store at once, in the writer (the
+    changelog), and its receipt completes only after the writer's flush; the acknowledged offsets
+    become the store's persisted ones for the partitions this worker still owns, never for one it
+    lost meanwhile (a later owner would trust that offset and skip rows its store lacks)."""
+    worker = new_worker(tmp_path)
+    store = worker.store
+    writer = _Writer()
+    store.writer = writer  # type: ignore[assignment]
+    persisted: dict[TP, int] = {}
+    data = worker.table.data
+    monkeypatch.setattr(data, "set_persisted_offset", persisted.__setitem__)
+    ep3 = worker.topics[Feed.EP3]
+    monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {TP(ep3, 0), TP(ep3, 2), TP("other", 1)})
+
+    async def run() -> None:
+        receipts = [*store.write(0, {"A1": b'{"p":0}', "A2": b'{"p":0,"x":1}'}),
+                    *store.write(1, {"B1": b'{"p":1}'}), *store.write(2, {})]
+        assert writer.flushed == 0 and persisted == {}
+        await asyncio.gather(*receipts)
+
+    asyncio.run(run())
+    assert writer.rows == [(0, b"A1", b'{"p":0}'), (0, b"A2", b'{"p":0,"x":1}'), (1, b"B1", b'{"p":1}')]
+    assert writer.flushed == 3
+    assert persisted == {TP(writer.topic, 0): 1}  # partition 1 was not ours any more
+    for key, value in ((b"A1", b'{"p":0}'), (b"B1", b'{"p":1}')):
+        assert data[key] == value
