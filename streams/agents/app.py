@@ -8,7 +8,8 @@ the engines through `BatchConsumer`, not through agents.
 
 `TableStore` is the pipeline's `StateStore` over the Faust table: one table keyed by account id
 (plus one `meta` row per partition), values are JSON bytes, written to the partition of the input
-they came from.
+they came from. Faust keeps the table, its recovery and standbys; the worker's rows reach the
+changelog through librdkafka (`streams.agents.kafka_io.ChangelogWriter`, see `TableStore.write`).
 """
 
 from __future__ import annotations
