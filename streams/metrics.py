@@ -284,9 +284,9 @@ def observe_events(m: Metrics, events: Iterable[object]) -> None:
     classified: dict[str, int] = {}
     get = emitted.get
     for event in events:
-        if type(event) is PositionMismatch:
+        if isinstance(event, PositionMismatch):
             cls = event.cls
-            kind: tuple[str, str] = (PositionMismatch.TYPE, cls or "")
+            kind: tuple[str, str] = (event.TYPE, cls or "")  # = (TYPE, event_class(event))
             emitted[kind] = get(kind, 0) + 1
             state = event.state
             if cls and (state == "confirmed" or (state == "resolved" and event.confirmed_ts_ms is None)):
@@ -294,12 +294,7 @@ def observe_events(m: Metrics, events: Iterable[object]) -> None:
             continue
         key = (getattr(event, "TYPE", type(event).__name__), event_class(event))
         emitted[key] = get(key, 0) + 1
-        if isinstance(event, PositionMismatch):  # a subclass
-            first_classified = event.state == "confirmed" or (
-                event.state == "resolved" and event.confirmed_ts_ms is None)
-            if first_classified and event.cls:
-                classified[event.cls] = classified.get(event.cls, 0) + 1
-        elif isinstance(event, AvailGapFlip):
+        if isinstance(event, AvailGapFlip):
             if event.state == "opened":
                 m.avail_gap_flips.labels(position_mismatch=str(event.position_mismatch).lower()).inc()
                 m.avail_gap.observe(float(abs(event.gap)))

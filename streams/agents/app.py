@@ -139,33 +139,26 @@ class TableStore:
         Not `table[key] = value`: that discards the sends, and Faust's own pre-commit flush gives
         up after 100 ms without a send (`ProducerBuffer.flush_atmost`), so on a busy event loop it
         committed input offsets past checkpoint rows that were never written, and a worker taking
-        over restored state older than the offsets it resumed from. With a `writer` (the worker
-        sets one), rows go out through librdkafka (`ChangelogWriter`): Faust's changelog send costs
-        ~75 µs of the event loop a row, which with many accounts (a row per touched account and
-        checkpoint) was most of the worker's CPU. The receipt then also records the acknowledged
-        offsets as the store's persisted ones, as Faust does after its own sends, so a RocksDB store
-        recovers from there. The local store needs the current event to find the partition
-        (RocksDB keeps one per partition)."""
+        over restored state older than the offsets it resumed from. Nor Faust's `send_changelog`:
+        it costs ~75 µs of the event loop a row, which with many accounts (a row per touched account
+        and checkpoint) was most of the worker's CPU. The rows go out through librdkafka
+        (`writer`, set by the worker before its first checkpoint), and the receipt also records the
+        acknowledged offsets as the store's persisted ones, as Faust does after its own sends, so a
+        RocksDB store recovers from there. The local store needs the current event to find the
+        partition (RocksDB keeps one per partition)."""
+        if self.writer is None:
+            raise RuntimeError("TableStore.write before the worker set its changelog writer")
+        encoded = [(key.encode(), value) for key, value in rows.items()]  # bytes, as recovery gives them
         event = _PartitionEvent(partition, self.source_topic)
         token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
         try:
-            table = self.table
-            data = table.data
-            if self.writer is not None:
-                encoded = [(key.encode(), value) for key, value in rows.items()]
-                for k, value in encoded:
-                    data[k] = value
-                self.writer.write(partition, encoded)
-                return [self._durable()]
-            send = table.send_changelog
-            receipts = []
-            for key, value in rows.items():
-                k = key.encode()  # bytes, as recovery from the changelog gives them
-                receipts.append(send(partition, k, value))
+            data = self.table.data
+            for k, value in encoded:
                 data[k] = value
-            return receipts
         finally:
             _current_event.reset(token)
+        self.writer.write(partition, encoded)
+        return [self._durable()]
 
     async def _durable(self) -> None:
         """Every row written so far is acknowledged; their offsets become the store's persisted ones."""

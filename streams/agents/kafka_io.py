@@ -63,6 +63,16 @@ def ensure_topics(s: Settings, partitions: int, timeout: float = 30.0) -> None:
             log.debug("topic %s already exists", name)
 
 
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
+    """`producer.produce`, serving delivery reports while librdkafka's queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class Outputs:
     """See the module docstring."""
 
@@ -86,12 +96,7 @@ class Outputs:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce(self._producer, topic, key, value, headers=headers)
 
     def events(self, events: Iterable[Event]) -> None:
         encode, topics = self.codec.encode_event, self.topics
@@ -138,14 +143,9 @@ class ChangelogWriter:
                 self._acked[partition] = offset
 
     def write(self, partition: int, rows: Iterable[tuple[bytes, bytes]]) -> None:
-        produce, topic = self._producer.produce, self.topic
+        producer, topic = self._producer, self.topic
         for key, value in rows:
-            while True:
-                try:
-                    produce(topic, value, key, partition=partition)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce(producer, topic, key, value, partition=partition)
 
     def flush(self, timeout: float = 60.0) -> dict[int, int]:
         """Wait until every row written so far is acknowledged; returns the highest acknowledged
