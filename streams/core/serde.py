@@ -1,8 +1,11 @@
-"""Checkpoint and restore of engine state, as plain JSON-ready mappings (pure: no I/O, no clock).
+"""Checkpoint and restore of engine state, as JSON-ready mappings (pure: no I/O, no clock).
 
 A stream worker writes one mapping per account (`account_to_dict`) and one per partition engine
 (`engine_to_dict`) to a changelog-backed table; a worker that takes the partition over rebuilds the
-engine with `restore_engine`. Guarantees:
+engine with `restore_engine`. Decimals in an account's mapping are left as `Decimal`: the writer
+encodes each as its text (msgspec's default; `json.dumps(..., default=str)` writes the same bytes),
+which is what restore reads back, and what rows written before held. Converting them here first cost
+a dict and a string per value. Guarantees:
 
 - a round trip loses nothing a verdict depends on: positions (absent stays absent, zero stays zero),
   sequence numbers, snapshots, the witness ledger and baseline, and every open episode with its
@@ -69,19 +72,15 @@ def _untagged(v: Any) -> object:
     return v
 
 
-def _dv(v: object) -> object:
-    """A record field as `record_to_value` writes it: a decimal as its text, anything else as is."""
-    return str(v) if isinstance(v, Decimal) else v
-
-
 def _snap(s: RiskSnapshot | None) -> dict[str, Any] | None:
-    """`record_to_value(s)`, spelled out: a snapshot is written with every account's checkpoint."""
+    """`record_to_value(s)`, spelled out (decimals left to the encoder): a snapshot is written with
+    every account's checkpoint."""
     if s is None:
         return None
     return {"account_id": s.account_id, "published_ts_ms": s.published_ts_ms,
-            "positions": [{"symbol": p.symbol, "qty": _dv(p.qty), "im": _dv(p.im)} for p in s.positions],
-            "im_total": _dv(s.im_total), "open_orders_margin": _dv(s.open_orders_margin),
-            "equity": _dv(s.equity), "avail": _dv(s.avail)}
+            "positions": [{"symbol": p.symbol, "qty": p.qty, "im": p.im} for p in s.positions],
+            "im_total": s.im_total, "open_orders_margin": s.open_orders_margin,
+            "equity": s.equity, "avail": s.avail}
 
 
 def _og(m: OgMargin | None) -> dict[str, Any] | None:
@@ -89,8 +88,8 @@ def _og(m: OgMargin | None) -> dict[str, Any] | None:
     if m is None:
         return None
     return {"account_id": m.account_id, "ts_ms": m.ts_ms, "positions_source": m.positions_source,
-            "im_positions": _dv(m.im_positions), "open_orders_margin": _dv(m.open_orders_margin),
-            "equity": _dv(m.equity), "avail": _dv(m.avail)}
+            "im_positions": m.im_positions, "open_orders_margin": m.open_orders_margin,
+            "equity": m.equity, "avail": m.avail}
 
 
 def _Snap(v: Any) -> RiskSnapshot | None:
@@ -99,8 +98,8 @@ def _Snap(v: Any) -> RiskSnapshot | None:
 
 def _mismatch(ep: MismatchEpisode) -> dict[str, Any]:
     return {"id": ep.event_id, "symbol": ep.symbol, "first_seen": ep.first_seen, "source": ep.source,
-            "confirmed": ep.confirmed, "cls": ep.cls, "version": ep.version, "ep3_qty": _d(ep.ep3_qty),
-            "re_qty": _d(ep.re_qty), "fresher": ep.fresher, "mark": _d(ep.mark), "im_delta": _d(ep.im_delta),
+            "confirmed": ep.confirmed, "cls": ep.cls, "version": ep.version, "ep3_qty": ep.ep3_qty,
+            "re_qty": ep.re_qty, "fresher": ep.fresher, "mark": ep.mark, "im_delta": ep.im_delta,
             "snapshot_age_ms": ep.snapshot_age_ms, "re_snapshot": _snap(ep.re_snapshot)}
 
 
@@ -113,7 +112,7 @@ def _Mismatch(v: Mapping[str, Any]) -> MismatchEpisode:
 def _anomaly(ep: AnomalyEpisode) -> dict[str, Any]:
     return {"id": ep.event_id, "symbol": ep.symbol, "first_seen": ep.first_seen, "source": ep.source,
             "confirmed": ep.confirmed, "status": ep.status, "version": ep.version,
-            "ledger_qty": _d(ep.ledger_qty), "ep3_qty": _d(ep.ep3_qty)}
+            "ledger_qty": ep.ledger_qty, "ep3_qty": ep.ep3_qty}
 
 
 def _Anomaly(v: Mapping[str, Any]) -> AnomalyEpisode:
@@ -133,7 +132,7 @@ def _Flip(v: Mapping[str, Any]) -> FlipEpisode:
 
 def _unvaluable(ep: UnvaluableEpisode) -> dict[str, Any]:
     return {"id": ep.event_id, "symbol": ep.symbol, "source": ep.source, "first_seen": ep.first_seen,
-            "qty": str(ep.qty), "reason": ep.reason, "in_force": ep.source_in_force, "version": ep.version}
+            "qty": ep.qty, "reason": ep.reason, "in_force": ep.source_in_force, "version": ep.version}
 
 
 def _Unvaluable(v: Mapping[str, Any]) -> UnvaluableEpisode:
@@ -145,16 +144,18 @@ def _pending(a: AccountState) -> dict[str, Any] | None:
     if not a.unsettled:
         return None
     return {"dirty": sorted(a.dirty), "margin": a.margin_dirty,
-            "candidates": {src: [ts, _dmap(pos)] for src, (ts, pos) in a.baseline_candidates.items()}}
+            "candidates": {src: [ts, pos] for src, (ts, pos) in a.baseline_candidates.items()}}
 
 
 def account_to_dict(a: AccountState) -> dict[str, Any]:
-    """Everything of one account but its checksums, including work not settled yet."""
+    """Everything of one account but its checksums and its RE view (`re`, `re_im`: restored from the
+    snapshot they were made of), including work not settled yet. Written per
+    touched account at every checkpoint: the live dicts and decimals go in as they are, so the row
+    must be encoded before the engine runs again."""
     return {
-        "account_id": a.account_id, "ep3": _dmap(a.ep3), "ep3_touch": a.ep3_touch, "ep3_seq": a.ep3_seq,
-        "ep3_ready": a.ep3_ready, "re": None if a.re is None else _dmap(a.re), "re_im": _dmap(a.re_im),
-        "re_snapshot": _snap(a.re_snapshot), "og": _og(a.og),
-        "ledger": None if a.ledger is None else _dmap(a.ledger), "ledger_touch": a.ledger_touch,
+        "account_id": a.account_id, "ep3": a.ep3, "ep3_touch": a.ep3_touch, "ep3_seq": a.ep3_seq,
+        "ep3_ready": a.ep3_ready, "re_snapshot": _snap(a.re_snapshot), "og": _og(a.og),
+        "ledger": a.ledger, "ledger_touch": a.ledger_touch,
         "baseline": a.baseline, "baseline_ts": a.baseline_ts,
         "mismatches": [_mismatch(e) for e in a.mismatches.values()],
         "anomalies": [_anomaly(e) for e in a.anomalies.values()],
@@ -170,9 +171,13 @@ def account_from_dict(v: Mapping[str, Any]) -> AccountState:
     a.ep3 = _Dmap(v["ep3"])
     a.ep3_touch = dict(v["ep3_touch"])
     a.ep3_seq, a.ep3_ready = v["ep3_seq"], v["ep3_ready"]
-    a.re = None if v["re"] is None else _Dmap(v["re"])
-    a.re_im = {k: _D(x) for k, x in v["re_im"].items()}
-    a.re_snapshot = _Snap(v["re_snapshot"])
+    a.re_snapshot = snap = _Snap(v["re_snapshot"])
+    if "re" in v:  # rows written before the RE view was derived from the snapshot on restore
+        a.re = None if v["re"] is None else _Dmap(v["re"])
+        a.re_im = {k: _D(x) for k, x in v["re_im"].items()}
+    elif snap is not None:  # the view `mirror.apply_risk` made of this snapshot
+        a.re = {p.symbol: p.qty for p in snap.positions}
+        a.re_im = {p.symbol: p.im for p in snap.positions}
     a.og = None if v["og"] is None else parse_value(Feed.OG_MARGIN, v["og"])  # type: ignore[assignment]
     a.ledger = None if v["ledger"] is None else _Dmap(v["ledger"])
     a.ledger_touch = dict(v["ledger_touch"])

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.core import mirror
 from streams.core.engine import Engine
 from streams.core.events import Event
 from streams.core.params import EngineConfig
@@ -15,6 +16,7 @@ from streams.core.records import OgMargin, RiskPosition, RiskSnapshot, record_to
 from streams.core.serde import account_from_dict, account_to_dict, engine_to_dict, restore_engine
 from streams.core.state import AccountState
 from streams.tapes.model import TapeRecord
+from streams.worker.pipeline import encode_row
 from streams.worker.synth import traffic
 
 
@@ -35,7 +37,7 @@ def finish(eng: Engine, end: int) -> list[Event]:
 def through_json(eng: Engine) -> Engine:
     """What the worker's state table holds, and what a new owner rebuilds from it."""
     meta = json.loads(json.dumps(engine_to_dict(eng)))
-    rows = [json.loads(json.dumps(account_to_dict(a))) for a in eng.accounts.values()]
+    rows = [json.loads(encode_row(account_to_dict(a))) for a in eng.accounts.values()]
     return restore_engine(eng.cfg, meta, (account_from_dict(r) for r in rows))
 
 
@@ -90,11 +92,29 @@ _margins = st.builds(OgMargin, _text, st.integers(0, 2**62), st.sampled_from(["E
 def test_an_accounts_records_are_written_as_record_to_value_writes_them(
         snap: RiskSnapshot | None, og: OgMargin | None) -> None:
     """The checkpoint spells the snapshot and margin rows out (they are written with every account);
-    a restore reads them with `parse_value`, so they must stay exactly `record_to_value`'s form."""
+    a restore reads them with `parse_value`, so they must stay exactly `record_to_value`'s form. The
+    RE view is not written: restored, it is the one `apply_risk` made of the snapshot."""
     a = AccountState("A1")
-    a.re_snapshot, a.og = snap, og
-    row = account_to_dict(a)
-    assert row["re_snapshot"] == (None if snap is None else record_to_value(snap))
-    assert row["og"] == (None if og is None else record_to_value(og))
-    back = account_from_dict(json.loads(json.dumps(row)))
-    assert (back.re_snapshot, back.og) == (snap, og)
+    if snap is not None:
+        assert mirror.apply_risk(a, snap)
+    a.og = og
+    written = json.loads(encode_row(account_to_dict(a)))
+    assert written["re_snapshot"] == (None if snap is None else record_to_value(snap))
+    assert written["og"] == (None if og is None else record_to_value(og))
+    assert "re" not in written and "re_im" not in written
+    back = account_from_dict(written)
+    assert (back.re_snapshot, back.og, back.re, back.re_im) == (snap, og, a.re, a.re_im)
+
+
+@given(snap=_snapshots)
+def test_rows_of_earlier_versions_restore_the_re_view_they_hold(snap: RiskSnapshot) -> None:
+    """Rows written before the RE view was derived on restore carry it as text, and restore it."""
+    a = AccountState("A1")
+    mirror.apply_risk(a, snap)
+    assert a.re is not None
+    old = json.loads(encode_row(account_to_dict(a)))
+    old["re"] = {s: str(q) for s, q in a.re.items()}
+    old["re_im"] = {s: None if im is None else str(im) for s, im in a.re_im.items()}
+    old["re_snapshot"] = None  # so the view can only come from what the row holds
+    back = account_from_dict(old)
+    assert (back.re, back.re_im) == (a.re, a.re_im)

@@ -287,27 +287,28 @@ def test_worker_app_creates_its_data_directory_with_parents(tmp_path) -> None:  
 
 def test_state_rows_are_the_compact_json_of_each_account_and_read_back_as_written(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Checkpoint rows are compact JSON equal to json.dumps' (non-ASCII as UTF-8, not \\u escapes), so
+    """Checkpoint rows are compact JSON equal to json.dumps' with decimals as their text (non-ASCII as
+    UTF-8, not \\u escapes), so
     a store written by an earlier version, or by this one, restores the same engine state."""
     import json
 
     from streams.worker import pipeline
 
     written: list[tuple[object, bytes]] = []
-    encode = pipeline._encode_row
+    encode = pipeline.encode_row
 
     def recording(value: object) -> bytes:
         row = encode(value)
         written.append((value, row))
         return row
 
-    monkeypatch.setattr(pipeline, "_encode_row", recording)
+    monkeypatch.setattr(pipeline, "encode_row", recording)
     topics = to_topics(list(traffic(n_accounts=12, n_fills=150, seed=3)))
     store = DictStore()
     drive(new_pipeline(store), topics, dict.fromkeys(topics, 0), 25)
     assert sum(len(store.rows(p)) for p in range(PARTITIONS)) > 12  # every account, and meta rows
     assert sum(b'"account_id":"A' in row for _, row in written) >= 12  # each account's state, at least once
     for value, row in written:
-        assert row == json.dumps(value, separators=(",", ":")).encode()  # all ASCII here
+        assert row == json.dumps(value, separators=(",", ":"), default=str).encode()  # all ASCII here
     accent = {"account_id": "Zoë", "ep3": {"BTC-PERP": "1.5"}}
     assert json.loads(encode(accent)) == json.loads(json.dumps(accent)) == accent
