@@ -97,6 +97,7 @@ class Metrics(NamedTuple):
     sink_write_failures: Counter  # divmon_sink_write_failures_total
     sink_batch_latency: Histogram  # divmon_sink_batch_seconds: one batch write, success or failure
     stage_cpu: Counter  # divmon_stage_cpu_seconds_total{stage}: event-loop thread CPU per pipeline step
+    checkpoint_interval: Gauge  # divmon_checkpoint_interval_seconds: the worker's current one
 
 
 class _EnvCollector(Collector):
@@ -212,6 +213,9 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
                                      namespace=n, registry=inner, buckets=SINK_BATCH_BUCKETS),
         stage_cpu=Counter("stage_cpu_seconds", "CPU time of the event-loop thread, per pipeline step",
                           ["stage"], namespace=n, registry=inner),
+        checkpoint_interval=Gauge("checkpoint_interval_seconds", "Current checkpoint interval (stretched from "
+                                  "DIVMON_CHECKPOINT_MS while cutting checkpoints is costly)",
+                                  namespace=n, registry=inner),
     )
     m.build_info.info({"version": __version__, "engine": engine_build()})
     for feed in feeds:

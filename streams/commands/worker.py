@@ -27,6 +27,9 @@ KAFKA_OPTIONS = [
     setting("clock_idle_ms", "With no input at all for this long (wall ms), event time follows the wall clock "
             "so grace windows and sweeps still close.", click.IntRange(1)),
     setting("checkpoint_ms", "Checkpoint / sink batch / commit cadence in ms.", click.IntRange(10)),
+    setting("checkpoint_max_ms", "Longest checkpoint interval in ms: with many accounts the interval stretches "
+            "from --checkpoint-ms so that cutting checkpoints takes at most a tenth of the worker's time "
+            "(equal to --checkpoint-ms: never).", click.IntRange(10)),
     setting("session_timeout_ms", "Consumer group session timeout in ms.", click.IntRange(1000)),
     setting("heartbeat_ms", "Consumer group heartbeat interval in ms.", click.IntRange(100)),
     setting("commit_interval_ms", "Offset commit interval in ms.", click.IntRange(10)),

@@ -20,7 +20,7 @@ from faust.types import TP
 from streams.agents import consumer as consumer_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.consumer import raw_records
-from streams.agents.runtime import GATE_BACKLOG, GC_THRESHOLDS, Worker
+from streams.agents.runtime import CHECKPOINT_SHARE, GATE_BACKLOG, GC_THRESHOLDS, Worker, checkpoint_interval
 from streams.config import Settings
 from streams.core.records import Feed
 from streams.sinks import MemorySink
@@ -244,3 +244,76 @@ def test_state_rows_go_to_the_store_and_the_writer_and_offsets_persist_only_for_
     assert persisted == {TP(writer.topic, 0): 1}  # partition 1 was not ours any more
     for key, value in ((b"A1", b'{"p":0}'), (b"B1", b'{"p":1}')):
         assert data[key] == value
+
+
+@pytest.mark.parametrize(("cost_s", "want_s"), [(0.0, 0.5), (0.01, 0.5), (0.05, 0.5), (0.2, 2.0), (0.9, 9.0),
+                                                (1.0, 10.0), (5.0, 10.0)])
+def test_the_checkpoint_interval_stretches_so_checkpoints_take_a_tenth_of_the_time(cost_s: float,
+                                                                                  want_s: float) -> None:
+    """Cheap checkpoints keep `checkpoint_ms`; a costly one (a row per touched account: many accounts)
+    stretches the next interval to ten times its cost, up to `checkpoint_max_ms`."""
+    assert checkpoint_interval(cost_s, 500, 10_000) == pytest.approx(want_s)
+    assert CHECKPOINT_SHARE == 0.1
+
+
+def test_a_checkpoint_max_below_the_interval_never_stretches_it() -> None:
+    assert checkpoint_interval(3.0, 500, 100) == checkpoint_interval(3.0, 500, 500) == 0.5
+
+
+class FakeClock:
+    """A stage clock where cutting a checkpoint costs `cut_s` and writing state `state_s` of CPU."""
+
+    def __init__(self, cut_s: float, state_s: float = 0.0) -> None:
+        self.cost = {"checkpoint": cut_s, "state": state_s}
+        self.laps: list[str] = []
+
+    def start(self) -> float:
+        return 100.0
+
+    def lap(self, stage: str, since: float) -> float:
+        self.laps.append(stage)
+        return since + self.cost[stage]
+
+
+def test_a_costly_checkpoint_defers_the_next_one_while_records_keep_coming(tmp_path: Path) -> None:
+    """The worker cuts the next checkpoint once the stretched interval has passed, not before, counts
+    the state writes of the checkpoints stored meanwhile in the cost, and reports the interval
+    (divmon_checkpoint_interval_seconds)."""
+    worker = new_worker(tmp_path)
+    gate = SlowGate(cycle_s=0.0)
+    worker.gate = gate  # type: ignore[assignment]
+    worker.clock = FakeClock(cut_s=0.15, state_s=0.05)  # type: ignore[assignment]
+
+    def at(now: float) -> int:
+        worker._last_taken = now  # a tick has just taken records
+        worker._maybe_checkpoint(now)
+        return gate.submitted
+
+    assert at(1.0) == 1  # the first: due at once
+    assert worker.registry.get_sample_value("divmon_checkpoint_interval_seconds", {"env": "demo"}) == pytest.approx(1.5)
+    assert [at(now) for now in (1.6, 2.0, 2.49)] == [1, 1, 1]  # 0.5 s (checkpoint_ms) passed, 1.5 s not yet
+    worker._write_state(worker.pipeline.checkpoint())
+    worker._write_state(worker.pipeline.checkpoint())  # the gate stores two meanwhile: 0.1 s of CPU
+    assert at(2.51) == 2
+    assert worker.registry.get_sample_value("divmon_checkpoint_interval_seconds", {"env": "demo"}) == pytest.approx(2.5)
+    assert at(5.0) == 2
+    assert at(5.02) == 3
+    # nothing stored since: back to the cut's own cost
+    assert worker.registry.get_sample_value("divmon_checkpoint_interval_seconds", {"env": "demo"}) == pytest.approx(1.5)
+
+
+def test_once_the_inputs_are_drained_checkpoints_come_at_the_usual_cadence(tmp_path: Path) -> None:
+    """A stretched interval applies while records keep coming. Once none came for `checkpoint_ms`, the
+    next checkpoint is due then: the last events reach the sink, and their offsets are committed,
+    without waiting out an interval sized for the load that just ended."""
+    worker = new_worker(tmp_path)
+    gate = SlowGate(cycle_s=0.0)
+    worker.gate = gate  # type: ignore[assignment]
+    worker.clock = FakeClock(cut_s=0.5)  # type: ignore[assignment]
+    worker._last_taken = 1.0
+    worker._maybe_checkpoint(1.0)
+    assert gate.submitted == 1  # the next is due at 6.0 while records come
+    worker._maybe_checkpoint(1.4)  # the last records were taken at 1.0
+    assert gate.submitted == 1
+    worker._maybe_checkpoint(1.5)
+    assert gate.submitted == 2
