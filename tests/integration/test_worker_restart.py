@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 def test_rocksdb_worker_restarts_on_its_own_data(kafka_bootstrap: str, kafka_topics: object,
                                                  tmp_path: Path) -> None:
+    """Clean stop, restart (no changelog re-read), SIGKILL mid-stream, restart: the replay's verdicts."""
     names = Names()
     create_inputs(kafka_topics, names)  # type: ignore[arg-type]
     records = traffic(n_accounts=40, n_fills=1_600, seed=31)
