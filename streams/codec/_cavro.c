@@ -711,6 +711,114 @@ static PyObject *Reader_body(Reader *self, PyObject *const *args, Py_ssize_t nar
     return pair;
 }
 
+/* entries(raws, start, prefix, rule, feed) -> (out, slow, kept, end): a stream worker's batch of one
+   partition, `raws` being (offset, ts_ms, key, value) tuples in fetch order (Pipeline._decode's
+   fast path; it gives what the general path gives, record for record).
+   - kept: the raws whose offset extends the sequence from `start` (offset >= the end so far; a
+     partition delivered twice in one batch is kept once), counted in `kept`; `end` is the last kept
+     offset + 1 (`start` if none);
+   - a kept raw whose value starts with `prefix`, reads completely after it, and whose record `rule`
+     accepts (truthy) becomes the entry (ts_ms, feed, record, offset);
+   - any other kept raw goes into `out` as it is, and its index into `slow`: the caller decodes it
+     the general way, which gives the same record or its DecodeError.
+   Exceptions while reading or in `rule` make a raw slow; only those not derived from Exception
+   (KeyboardInterrupt, SystemExit) propagate. */
+static int swallow(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+static PyObject *Reader_entries(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "entries(raws, start, prefix, rule, feed) takes 5 arguments");
+        return NULL;
+    }
+    PyObject *raws = args[0], *prefix = args[2], *rule = args[3], *feed = args[4];
+    long long end = PyLong_AsLongLong(args[1]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_Check(raws) || !PyBytes_Check(prefix)) {
+        PyErr_SetString(PyExc_TypeError, "entries: raws must be a list and prefix bytes");
+        return NULL;
+    }
+    const char *pre = PyBytes_AS_STRING(prefix);
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), kept = 0;
+    PyObject *out = PyList_New(0), *slow = PyList_New(0);
+    if (out == NULL || slow == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raws); i++) {
+        PyObject *r = PyList_GET_ITEM(raws, i);
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 4) {
+            PyErr_SetString(PyExc_TypeError, "entries: each raw must be an (offset, ts_ms, key, value) tuple");
+            goto fail;
+        }
+        PyObject *offset = PyTuple_GET_ITEM(r, 0), *value = PyTuple_GET_ITEM(r, 3);
+        long long off = PyLong_AsLongLong(offset);
+        if (off == -1 && PyErr_Occurred()) {
+            goto fail;
+        }
+        if (off < end) {
+            continue;
+        }
+        end = off + 1;
+        kept++;
+        PyObject *rec = NULL;
+        if (PyBytes_Check(value) && PyBytes_GET_SIZE(value) >= plen
+                && memcmp(PyBytes_AS_STRING(value), pre, (size_t)plen) == 0) {
+            Cur c = {(const unsigned char *)PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), plen};
+            rec = read_node(self->root, &c, self->unsure);
+            if (rec == NULL) {
+                if (swallow() < 0) {
+                    goto fail;
+                }
+            } else if (c.pos != c.len) {
+                Py_CLEAR(rec);  /* bytes left over: not a canonical body */
+            } else {
+                PyObject *ok = PyObject_CallOneArg(rule, rec);
+                int yes = ok == NULL ? -1 : PyObject_IsTrue(ok);
+                Py_XDECREF(ok);
+                if (yes != 1) {
+                    Py_CLEAR(rec);
+                    if (yes < 0 && swallow() < 0) {
+                        goto fail;
+                    }
+                }
+            }
+        }
+        PyObject *item;
+        if (rec != NULL) {
+            item = PyTuple_Pack(4, PyTuple_GET_ITEM(r, 1), feed, rec, offset);
+            Py_DECREF(rec);
+            if (item == NULL) {
+                goto fail;
+            }
+        } else {
+            PyObject *at = PyLong_FromSsize_t(PyList_GET_SIZE(out));
+            if (at == NULL || PyList_Append(slow, at) < 0) {
+                Py_XDECREF(at);
+                goto fail;
+            }
+            Py_DECREF(at);
+            item = Py_NewRef(r);
+        }
+        int failed = PyList_Append(out, item);
+        Py_DECREF(item);
+        if (failed < 0) {
+            goto fail;
+        }
+    }
+    return Py_BuildValue("(NNnL)", out, slow, kept, end);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(slow);
+    return NULL;
+}
+
 static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *spec, *unsure;
     static char *names[] = {"spec", "unsure", NULL};
@@ -751,6 +859,8 @@ static void Reader_dealloc(Reader *self) {
 static PyMethodDef Reader_methods[] = {
     {"body", (PyCFunction)(void (*)(void))Reader_body, METH_FASTCALL,
      "body(data, pos) -> (record, end): one body among others, e.g. an entry of a container block"},
+    {"entries", (PyCFunction)(void (*)(void))Reader_entries, METH_FASTCALL,
+     "entries(raws, start, prefix, rule, feed) -> (out, slow, kept, end): a worker's batch (see the source)"},
     {NULL, NULL, 0, NULL},
 };
 

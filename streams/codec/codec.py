@@ -107,6 +107,8 @@ class Codec:
         self._resolver = Resolver([self.schema], registry)
         self._direct = compile_reader(self.schema.definition, INPUT_CLASSES)
         self._rule = TYPED_RULES[feed]
+        self._entries = getattr(self._direct, "entries", None)  # the C reader's batch loop
+        self._prefix: bytes | None = None  # the header of bytes that `_direct` reads as they are
 
     def encode(self, record: Record) -> bytes:
         """Framed Avro bytes of `record`; EncodeError if a decimal doesn't fit the schema exactly."""
@@ -150,6 +152,32 @@ class Codec:
             return parse_value(self.feed, value)
         except RecordError as exc:
             raise DecodeError("contract", str(exc), field=exc.field) from exc
+
+    def entries(self, raws: list[Any], start: int, feed: Any) -> tuple[list[Any], list[int], int, int] | None:
+        """A stream worker's batch of one partition in one C loop, or None where there is none (pure
+        build, a schema the direct reader doesn't read, no header of ours seen yet): see
+        `Reader.entries` in `_cavro.c`. `raws` are (offset, ts_ms, key, value) tuples; returned:
+        the entries (ts_ms, feed, record, offset) of the kept raws in order, with the raws that
+        need the general path (`decode_many`) left in place and their indices in `slow`; how many
+        raws were kept (offsets extending the sequence from `start`), and the end offset.
+        RegistryError (transient) propagates, as from `decode_many`."""
+        if self._entries is None:
+            return None
+        prefix = self._prefix
+        if prefix is None:
+            for raw in raws:
+                data = raw[3]
+                if isinstance(data, bytes):
+                    try:
+                        plan, offset = self._resolver.plan(data)
+                    except DecodeError:
+                        continue
+                    if self._direct_for(plan) is not None:
+                        prefix = self._prefix = bytes(data[:offset])
+                        break
+            else:
+                return None
+        return self._entries(raws, start, prefix, self._rule, feed)  # type: ignore[no-any-return]
 
     def decode_many(self, batch: Sequence[bytes]) -> list[Record | DecodeError]:
         """Decode a batch in order; a poison record yields its DecodeError in its slot, never a raise.

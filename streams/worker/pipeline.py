@@ -164,6 +164,32 @@ class Pipeline:
 
     def _decode(self, feed: Feed, topic: str, partition: int, raws: Sequence[Raw], start: int,
                 sink: Callable[[list[Any], int], None]) -> list[DeadLetter]:
+        codec = self.codecs[feed]
+        fast = codec.entries(raws, start, feed) if isinstance(raws, list) else None
+        if fast is None:
+            return self._decode_each(feed, topic, partition, raws, start, sink)
+        entries, slow, kept, end = fast
+        if not kept:
+            return []
+        dead: list[DeadLetter] = []
+        if slow:  # the general way, record by record: the same records, or their dead letters
+            for i in slow:
+                raw = entries[i]
+                rec = codec.decode_many([raw[3] or b""])[0]
+                if isinstance(rec, DecodeError):
+                    dead.append(DeadLetter(feed, topic, partition, raw[0], raw[2], raw[3], rec.reason, str(rec)))
+                    entries[i] = None
+                else:
+                    entries[i] = (raw[1], feed, rec, raw[0])
+            if dead:
+                entries = [e for e in entries if e is not None]
+        self.consumed[feed] += kept
+        sink(entries, end)
+        return dead
+
+    def _decode_each(self, feed: Feed, topic: str, partition: int, raws: Sequence[Raw], start: int,
+                     sink: Callable[[list[Any], int], None]) -> list[DeadLetter]:
+        """`_decode` without the C batch loop (pure build): the reference the fast path matches."""
         raws = _fresh(raws, start)
         if not raws:
             return []
