@@ -75,6 +75,7 @@ class Metrics(NamedTuple):
 
     build_info: Info  # divmon_build_info{version, engine}: engine is 'compiled' or 'pure ...' (streams._native)
     records_consumed: Counter  # divmon_records_consumed_total{feed}
+    records_applied: Counter  # divmon_records_applied_total: released to the engines (after the watermark)
     dead_letters: Counter  # divmon_dead_letters_total{feed, reason}
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
     events_emitted: Counter  # divmon_events_emitted_total{type, class}: every emission (each version)
@@ -166,6 +167,8 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
     n = NAMESPACE
     m = Metrics(
         build_info=Info("build", "divmon version", namespace=n, registry=inner),
+        records_applied=Counter("records_applied", "Input records applied by the partition engines (a consumed "
+                                "record waits for the watermark first)", namespace=n, registry=inner),
         records_consumed=Counter("records_consumed", "Input records consumed, per logical feed",
                                  ["feed"], namespace=n, registry=inner),
         dead_letters=Counter("dead_letters", "Records sent to the dead-letter topic, per feed and reason",

@@ -223,7 +223,9 @@ class Worker:
             self._ingest(tp.topic, tp.partition, raws, now)
         self._mark_caught_up()
         t = clock.lap("decode", t)
+        applied = self.pipeline.applied
         events = self.pipeline.step(now)
+        self.metrics.m.records_applied.inc(self.pipeline.applied - applied)
         t = clock.lap("engine", t)
         if events:
             assert self.outputs is not None

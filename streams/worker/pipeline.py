@@ -105,6 +105,7 @@ class Pipeline:
         self.logs: dict[str, GlobalLog] = {}
         self.events: list[Event] = []
         self.consumed: dict[Feed, int] = dict.fromkeys(Feed, 0)
+        self.applied = 0  # records released to an engine (a mark or instrument once per engine)
         self._seq = 0
 
     # --- engines ---------------------------------------------------------------------------------
@@ -211,7 +212,9 @@ class Pipeline:
         """Run every engine as far as its watermark allows; events are also kept for the checkpoint."""
         out: list[Event] = []
         for pe in self.engines.values():
+            before = pe.applied
             out.extend(pe.step(now))
+            self.applied += pe.applied - before
         for log in self.logs.values():
             log.trim()
         self.events.extend(out)

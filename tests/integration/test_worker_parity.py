@@ -18,6 +18,7 @@ from streams.demo.procs import free_port
 from streams.tapes import replay
 from streams.tapes.jsonl import write_record
 from streams.tapes.model import TapeRecord
+from streams.worker.partition import ACCOUNT_FEEDS
 from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
@@ -79,6 +80,10 @@ def test_worker_emits_the_replays_verdicts(kafka_bootstrap: str, kafka_topics: o
                   if name == "divmon_stage_cpu_seconds_total"}
         assert all(stages[s] > 0 for s in ("decode", "engine", "encode", "metrics", "checkpoint", "state")), stages
         assert metrics[("divmon_loop_cpu_seconds_total", ())] >= sum(stages.values())
+        # every account record was applied once; each partition engine applies the marks and instruments
+        account_records = sum(1 for r in records if r.feed in ACCOUNT_FEEDS)
+        shared = len(records) - account_records
+        assert account_records <= metrics[("divmon_records_applied_total", ())] <= account_records + 4 * shared
     finally:
         stop(proc)
 
