@@ -41,16 +41,8 @@ from streams.core.tally import Tally
 FORMAT = 1
 
 
-def _d(v: Decimal | None) -> str | None:
-    return None if v is None else str(v)
-
-
 def _D(v: Any) -> Decimal | None:
     return None if v is None else Decimal(v)
-
-
-def _dmap(m: Mapping[str, Decimal | None]) -> dict[str, str | None]:
-    return {k: _d(v) for k, v in m.items()}
 
 
 def _Dmap(m: Mapping[str, Any]) -> dict[str, Decimal]:
@@ -199,7 +191,7 @@ def engine_to_dict(e: Engine) -> dict[str, Any]:
     return {
         "format": FORMAT, "now": e.now, "started": e.started, "source": e.source,
         "source_key": list(e._source_key), "last_risk_ts": e.last_risk_ts,
-        "marks": _dmap(e.marks),
+        "marks": {symbol: str(price) for symbol, price in e.marks.items()},
         "instruments": {s: [str(i.contract_size), str(i.im_rate)] for s, i in e.instruments.items()},
         "next_sweep": e._next_sweep, "minute": e._minute, "minute_counts": dict(e._minute_counts),
         "stats": dict(e.stats),

@@ -75,6 +75,11 @@ class DeadLetter:
     reason: str
     detail: str
 
+    @classmethod
+    def of(cls, feed: Feed, topic: str, partition: int, raw: Raw, error: DecodeError) -> DeadLetter:
+        """The dead letter of `raw` (offset, ts_ms, key, value), which the codec refused with `error`."""
+        return cls(feed, topic, partition, raw[0], raw[2], raw[3], error.reason, str(error))
+
 
 @dataclass(slots=True)
 class Checkpoint:
@@ -178,7 +183,7 @@ class Pipeline:
                 raw = entries[i]
                 rec = codec.decode_many([raw[3] or b""])[0]
                 if isinstance(rec, DecodeError):
-                    dead.append(DeadLetter(feed, topic, partition, raw[0], raw[2], raw[3], rec.reason, str(rec)))
+                    dead.append(DeadLetter.of(feed, topic, partition, raw, rec))
                     entries[i] = None
                 else:
                     entries[i] = (raw[1], feed, rec, raw[0])
@@ -199,7 +204,7 @@ class Pipeline:
         dead: list[DeadLetter] = []
         for raw, rec in zip(raws, decoded, strict=True):
             if isinstance(rec, DecodeError):
-                dead.append(DeadLetter(feed, topic, partition, raw[0], raw[2], raw[3], rec.reason, str(rec)))
+                dead.append(DeadLetter.of(feed, topic, partition, raw, rec))
             else:
                 entries.append((raw[1], feed, rec, raw[0]))
         self.consumed[feed] += len(raws)
