@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 # and `divmon --help` must stay light
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# the engine's modules (and serde: the worker's checkpoints), in import order; events.py stays
-# interpreted: its fast constructors assign __class__, which compiled (native) classes don't allow
-COMPILED = ("streams.core.state", "streams.core.valuation", "streams.core.mirror", "streams.core.compare",
-            "streams.core.witness", "streams.core.engine", "streams.core.serde")
+# the engine's modules (and serde: the worker's checkpoints; rules: the decode's contract checks), in
+# import order; events.py stays interpreted: its fast constructors assign __class__, which compiled
+# (native) classes don't allow
+COMPILED = ("streams.core.rules", "streams.core.state", "streams.core.valuation", "streams.core.mirror",
+            "streams.core.compare", "streams.core.witness", "streams.core.engine", "streams.core.serde")
 GROUP = "streams.core._compiled"  # the shared library: streams/core/_compiled__mypyc.*.so
 STAMP = PACKAGE_DIR / "core" / "_compiled.json"
 # hand-written C extensions, each the twin of Python code that runs without the build
