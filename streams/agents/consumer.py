@@ -9,17 +9,20 @@ records of every other topic (table changelogs, standbys) take Faust's ordinary 
 Records of the input topics are not even made into aiokafka `ConsumerRecord`s: aiokafka's fetcher
 builds one per record (an 11-field dataclass, with headers copied), ~3 µs a record of the worker's
 CPU, of which the pipeline reads four fields. For the topics of a `BatchSink`, `attach` makes the
-fetcher yield `(offset, timestamp, key, value)` tuples instead (`_consumer_record`), the raw records
-the pipeline takes; every other topic gets aiokafka's records as before.
+fetcher hand over `(offset, timestamp, key, value)` tuples instead, the raw records the pipeline
+takes, a record batch at a time (`_getall`, `take_raw`): aiokafka's fetch result resumes a generator
+and calls a method per record, ~1 µs of Python a record in Faust's consumer thread, which holds the
+GIL the worker's loop thread needs. Every other topic gets aiokafka's records as before.
 
 Offsets of input topics are never acked per message. The pipeline calls `mark_safe` once the sink
 and the output producer have stored everything derived from them, and Faust's own commit loop then
 commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
 
 Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`, `_getmany`,
-`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`) and on aiokafka 0.14's
-`PartitionRecords._consumer_record` (called once per record after aiokafka's own offset, control
-batch, transaction and CRC handling): both dependencies are pinned to that minor in pyproject.toml.
+`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`) and on aiokafka 0.14's fetcher
+(`FetchResult.getall`, `PartitionRecords`: its batches, its `next_fetch_offset`, and
+`_consumer_record`, which it calls once per record after its own offset, control batch, transaction
+and CRC handling): both dependencies are pinned to that minor in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
+from aiokafka import errors as aiokafka_errors
 from aiokafka.consumer import fetcher as aiokafka_fetcher
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -37,6 +41,8 @@ from mode import Service, ServiceT
 # process's batch sink. A process runs one worker; a topic is never both raw and a Faust stream's.
 _RAW_TOPICS: set[str] = set()
 _aiokafka_consumer_record = aiokafka_fetcher.PartitionRecords._consumer_record
+_aiokafka_getall = aiokafka_fetcher.FetchResult.getall
+RawRecord = tuple[int, int, bytes | None, bytes | None]  # offset, timestamp (ms), key, value
 
 
 def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
@@ -46,16 +52,69 @@ def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
     return _aiokafka_consumer_record(self, tp, record)
 
 
+def take_raw(records: Any, max_records: int | None) -> tuple[list[RawRecord], bool]:
+    """Up to `max_records` (all if None) raw records from an aiokafka `PartitionRecords`, whole record
+    batches at a time, and whether it is exhausted. What its record generator would yield, tuples as
+    `_consumer_record` makes them, with `next_fetch_offset` kept the same way: CRCs checked, control
+    batches skipped, records below the fetch offset (the head of a batch fetched from its middle)
+    dropped. Not for `read_committed` fetches: `_getall` leaves those to aiokafka (aborted
+    transactions)."""
+    if max_records is not None and max_records < 1:
+        return [], False
+    out: list[RawRecord] = []
+    left = records.__dict__.pop("_divmon_left", None)
+    if left is not None:  # the rest of a batch cut at max_records by the previous call
+        out, after = left
+        records.next_fetch_offset = after
+    batches = records._records
+    while (max_records is None or len(out) < max_records) and batches.has_next():
+        batch = batches.next_batch()
+        if records._check_crcs and not batch.validate_crc():
+            raise aiokafka_errors.CorruptRecordException(f"Invalid CRC - {records._tp}")
+        if not batch.is_control_batch:
+            rows = [(r.offset, r.timestamp, r.key, r.value) for r in batch]
+            if rows and rows[0][0] < records.next_fetch_offset:
+                first = records.next_fetch_offset
+                rows = [row for row in rows if row[0] >= first]
+            out += rows
+        # the batch's own next offset, past records removed by compaction (as aiokafka does)
+        records.next_fetch_offset = batch.next_offset
+    if max_records is not None and len(out) > max_records:
+        records._divmon_left = (out[max_records:], records.next_fetch_offset)
+        out = out[:max_records]
+        records.next_fetch_offset = out[-1][0] + 1
+        return out, False
+    return out, not batches.has_next()
+
+
+def _getall(self: Any, max_records: int | None = None) -> list[Any]:
+    """`FetchResult.getall`, through `take_raw` for the raw topics' records."""
+    records = self._partition_records
+    tp = self._topic_partition
+    if (records is None or tp.topic not in _RAW_TOPICS or records._isolation_level == aiokafka_fetcher.READ_COMMITTED
+            or records._key_deserializer is not None or records._value_deserializer is not None):
+        every: list[Any] = _aiokafka_getall(self, max_records)
+        return every
+    if not self.check_assignment(tp):
+        return []
+    out, done = take_raw(records, max_records)
+    self._update_position()
+    if done:
+        self._partition_records = None
+    return out
+
+
 def raw_records(topics: frozenset[str]) -> None:
-    """From now on, the fetcher yields raw tuples for `topics` (and aiokafka's records for others)."""
+    """From now on, the fetcher hands over raw tuples for `topics` (and aiokafka's records for others)."""
     _RAW_TOPICS.update(topics)
     aiokafka_fetcher.PartitionRecords._consumer_record = _consumer_record
+    aiokafka_fetcher.FetchResult.getall = _getall
 
 
 class BatchSink(Protocol):
     topics: frozenset[str]
 
-    def deliver(self, tp: TP, records: list[tuple[int, int, bytes | None, bytes | None]]) -> None: ...
+    def deliver(self, tp: TP, records: list[RawRecord]) -> None: ...
 
     def held_back(self) -> set[TP]: ...
 

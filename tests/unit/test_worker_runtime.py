@@ -11,15 +11,19 @@ from typing import Any
 import faust.worker
 import pytest
 from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record import _crc32c as crc32c
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.agents import consumer as consumer_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
-from streams.agents.consumer import raw_records
+from streams.agents.consumer import raw_records, take_raw
 from streams.agents.runtime import CHECKPOINT_SHARE, GATE_BACKLOG, GC_THRESHOLDS, Worker, checkpoint_interval
 from streams.config import Settings
 from streams.core.records import Feed
@@ -194,6 +198,69 @@ def test_the_fetcher_hands_input_records_over_raw_and_others_as_aiokafka_records
         assert all(isinstance(r, ConsumerRecord) for r in _fetched("divmon-test-input", rows, deserializer=lambda b: b))
     finally:
         consumer_mod._RAW_TOPICS.discard("divmon-test-input")
+
+
+def _batch(rows: list[tuple[int, int, bytes | None, bytes | None]], *, control: bool = False) -> bytes:
+    """One v2 record batch (a control batch: attribute bit 5 set, CRC-32C recomputed)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=int(control), producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for offset, ts, key, value in rows:
+        builder.append(offset, timestamp=ts, key=key, value=value, headers=[])
+    data = bytearray(builder.build())
+    if control:
+        data[22] |= 0x20  # attributes: bytes 21-22 (big-endian); the CRC covers byte 21 to the end
+        data[17:21] = crc32c.crc(bytes(data[21:])).to_bytes(4, "big")
+    return bytes(data)
+
+
+@st.composite
+def _fetches(draw: st.DrawFn) -> tuple[bytes, int, list[int]]:
+    """Fetched bytes (batches of records with offset gaps, some control batches), a fetch offset
+    inside the first batch, and the max_records of each call."""
+    batches, offset = [], draw(st.integers(0, 1_000))
+    first = offset
+    for _ in range(draw(st.integers(1, 6))):
+        rows = []
+        for _ in range(draw(st.integers(1, 8))):
+            rows.append((offset, 1_780_000_000_000 + offset, draw(st.none() | st.binary(max_size=4)),
+                         draw(st.none() | st.binary(max_size=6))))
+            offset += draw(st.integers(1, 3))  # gaps: compacted away
+        batches.append(_batch(rows, control=draw(st.booleans()) and len(batches) > 0))
+    start = draw(st.integers(first, first + 3))
+    return b"".join(batches), start, draw(st.lists(st.none() | st.integers(1, 10), min_size=1, max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fetch=_fetches())
+def test_raw_records_are_taken_a_batch_at_a_time_as_aiokafka_yields_them(fetch: tuple[bytes, int, list[int]]) -> None:
+    """`take_raw` (the input topics' fetch path) hands over exactly what aiokafka's per-record
+    generator yields, as raw tuples, in the same portions for any `max_records`, and leaves the same
+    fetch position: records below the fetch offset and control batches skipped, offset gaps kept."""
+    data, start, limits = fetch
+    tp = TopicPartition("divmon-test-input", 0)
+    reference = PartitionRecords(tp, MemoryRecords(data), [], start, None, None, True, 0)
+    records = PartitionRecords(tp, MemoryRecords(data), [], start, None, None, True, 0)
+    done = False
+    for limit in itertools.chain(limits, itertools.repeat(None, 1)):
+        if done:
+            break
+        want = [(r.offset, r.timestamp, r.key, r.value) for r in itertools.islice(reference, limit)]
+        got, done = take_raw(records, limit)
+        assert got == want
+        if got:
+            assert records.next_fetch_offset >= got[-1][0] + 1
+    assert done
+    if reference._records_iterator is not None:  # paused after its last record: nothing more, but resumed
+        assert list(reference) == []  # it moves its position past the batch, as take_raw did
+    assert records.next_fetch_offset == reference.next_fetch_offset
+
+
+def test_a_corrupt_batch_is_refused_as_aiokafka_refuses_it() -> None:
+    """A record batch whose CRC doesn't match raises aiokafka's CorruptRecordException (it is fetched again)."""
+    data = bytearray(_batch([(0, 1, b"k", b"v")]))
+    data[-1] ^= 0xFF
+    with pytest.raises(CorruptRecordException, match="Invalid CRC"):
+        take_raw(PartitionRecords(TopicPartition("t", 0), MemoryRecords(bytes(data)), [], 0, None, None, True, 0), None)
 
 
 class _Writer:
