@@ -43,12 +43,20 @@ from streams.worker.pipeline import Checkpoint, Pipeline
 
 log = logging.getLogger("divmon.worker")
 TICK_S = 0.05
+# records the engines apply per tick at most (see `Aligner.release_runs`): ~0.1-0.2 s of the loop
+# thread on the worker bench. Unbounded, a worker catching up on a backlog applied ~80k records in one
+# tick and kept its event loop (commits, the web server's health checks, Faust's timers) blocked for
+# 2 s and more at a time
+TICK_RECORDS = 8_000
 LANE_LIMIT = 100_000
 GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
 # CPython's cyclic GC in the worker process (see `tune_gc`): a young collection every 50,000 net
 # container allocations instead of 700; the older generations keep CPython's ratios
 GC_THRESHOLDS = (50_000, 10, 10)
-CHECKPOINT_SHARE = 0.1  # the most of the loop thread's time that checkpoints may take (see checkpoint_interval)
+# the most of the loop thread's time that checkpoints may take (see checkpoint_interval). A tenth
+# before ticks were bounded: checkpoints then came at most once per tick, and a catching-up tick
+# lasted seconds; on schedule, a tenth was ~2 µs a record on the worker bench (2,000 accounts)
+CHECKPOINT_SHARE = 0.05
 
 
 def tune_gc() -> None:
@@ -110,7 +118,7 @@ class Worker:
         self._next_refresh = 0.0
         self._last_cp = 0.0
         self._cp_interval = s.checkpoint_ms / 1000
-        self._last_taken = 0.0  # when a tick last took records from the fetch loop (monotonic s)
+        self._last_busy = 0.0  # when a tick last took records from the fetch loop or left released ones (monotonic s)
         self._state_cpu = 0.0  # loop-thread CPU of state writes since the last checkpoint was cut
         consumer: Any = app.consumer
         consumer.attach(self.router)
@@ -147,8 +155,11 @@ class Worker:
         self._last_cp = last_metrics = last_status = time.monotonic()
         try:
             while not self.app.should_stop:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.router.arrived.wait(), TICK_S)
+                if self.pipeline.backlog:  # released records are left: straight on, after the loop's other work
+                    await asyncio.sleep(0)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.router.arrived.wait(), TICK_S)
                 self.router.arrived.clear()
                 if gate_task.done():  # only on error: a worker that can't commit must not go on
                     gate_task.result()
@@ -177,10 +188,13 @@ class Worker:
         gate = self.gate
         assert gate is not None
         held = self.router.gate_full and gate.backlog > 0
-        # stretched only while records keep coming: once none came for `checkpoint_ms` (inputs
-        # drained), the last events reach the sink, and their offsets are committed, as usual
+        # stretched only while records keep coming or a backlog is being worked off: once there was
+        # neither for `checkpoint_ms` (inputs drained), the last events reach the sink, and their
+        # offsets are committed, as usual
+        if self.pipeline.backlog:
+            self._last_busy = now
         floor = self.s.checkpoint_ms / 1000
-        interval = self._cp_interval if now - self._last_taken < floor else floor
+        interval = self._cp_interval if now - self._last_busy < floor else floor
         if not held and now - self._last_cp >= interval:
             self._last_cp = now
             t = self.clock.start()
@@ -206,6 +220,7 @@ class Worker:
             # holds (Faust pauses the inputs meanwhile): held now, recovery would never end and the
             # worker would stay warming for good. The first warm tick sets it again.
             self.router.set_gate_full(False)
+            self.pipeline.backlog = False  # nothing is fed meanwhile: no tick is due before records arrive
             return False
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topics[Feed.EP3]}
         if assigned != self._assigned:
@@ -218,13 +233,13 @@ class Worker:
         self._read_globals(now)
         taken = self.router.take()
         if taken:
-            self._last_taken = now / 1000
+            self._last_busy = now / 1000
         for tp, raws in taken.items():  # (offset, ts_ms, key, value): see consumer.py
             self._ingest(tp.topic, tp.partition, raws, now)
         self._mark_caught_up()
         t = clock.lap("decode", t)
         applied = self.pipeline.applied
-        events = self.pipeline.step(now)
+        events = self.pipeline.step(now, TICK_RECORDS)
         self.metrics.m.records_applied.inc(self.pipeline.applied - applied)
         t = clock.lap("engine", t)
         if events:

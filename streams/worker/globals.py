@@ -105,6 +105,14 @@ class GlobalLane:
             return e[i:]
         return e[i:bisect_left(e, below, i, key=_ts)]
 
+    def count_below(self, below: int) -> int:
+        log = self.log
+        if log.start > self.offset:
+            return 0
+        e = log.entries
+        i = bisect_left(e, self.offset, key=_offset)
+        return bisect_left(e, below, i, key=_ts) - i
+
     def consume(self, n: int) -> None:
         if n:
             self.offset = self.log.entries[self._idx + n - 1][3] + 1

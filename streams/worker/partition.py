@@ -60,6 +60,7 @@ class PartitionEngine:
         self.skip = skip or {}
         self.touched: set[str] = set()
         self.applied = 0
+        self.backlog = False  # the last step was bounded and left records its watermark released
 
     def add_global(self, key: str, log: GlobalLog) -> None:
         """A global partition appeared after start-up (topic created or grown): read it from 0."""
@@ -71,9 +72,12 @@ class PartitionEngine:
         for lane in self.globals.values():
             lane.close()
 
-    def step(self, now: float) -> list[Event]:
-        """Apply what the watermark releases, move event time, return the engine's events."""
-        runs, w = self.aligner.release_runs(now)
+    def step(self, now: float, limit: int | None = None) -> list[Event]:
+        """Apply what the watermark releases (about `limit` records at most: `backlog` then says
+        whether more was left), move event time, return the engine's events."""
+        aligner = self.aligner
+        runs, w = aligner.release_runs(now, limit)
+        self.backlog = aligner.cut
         if runs:
             entries = merge([run for _, run in runs])
             if self.skip:
@@ -82,7 +86,7 @@ class PartitionEngine:
                 self._apply_fresh(entries, [run for lane, run in runs if isinstance(lane, AccountLane)])
         eng = self.engine
         if w is not None and eng.started:
-            target = w if w < INF else self.aligner.idle_clock(now)
+            target = w if w < INF else aligner.idle_clock(now)
             if target is not None and target > eng.now:
                 eng.advance(target)
         events = eng.take_events()

@@ -111,6 +111,7 @@ class Pipeline:
         self.events: list[Event] = []
         self.consumed: dict[Feed, int] = dict.fromkeys(Feed, 0)
         self.applied = 0  # records released to an engine (a mark or instrument once per engine)
+        self.backlog = False  # the last bounded step left records some watermark released
         self._seq = 0
 
     # --- engines ---------------------------------------------------------------------------------
@@ -213,13 +214,19 @@ class Pipeline:
 
     # --- processing ------------------------------------------------------------------------------
 
-    def step(self, now: float) -> list[Event]:
-        """Run every engine as far as its watermark allows; events are also kept for the checkpoint."""
+    def step(self, now: float, limit: int | None = None) -> list[Event]:
+        """Run every engine as far as its watermark allows, each applying about its share of `limit`
+        records at most (`backlog` then says whether any left some); events are also kept for the
+        checkpoint."""
         out: list[Event] = []
+        share = None if limit is None or not self.engines else max(1, limit // len(self.engines))
+        backlog = False
         for pe in self.engines.values():
             before = pe.applied
-            out.extend(pe.step(now))
+            out.extend(pe.step(now, share))
             self.applied += pe.applied - before
+            backlog = backlog or pe.backlog
+        self.backlog = backlog
         for log in self.logs.values():
             log.trim()
         self.events.extend(out)

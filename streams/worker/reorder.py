@@ -21,7 +21,12 @@ Guarantees of `Aligner.release`:
   hold the watermark back again for `wake_hold_ms` of wall time, as if live. A burst written to
   several topics at once reaches the consumer over several fetches; without the hold, the first
   lane fetched would set the watermark alone and its partners' records would arrive late;
-- released entries come out merged by `ts_ms`, stable (ties keep lane order, then arrival order).
+- released entries come out merged by `ts_ms`, stable (ties keep lane order, then arrival order);
+- a release can be bounded (`limit`): then it stops at an instant, releasing every entry below some
+  bound B <= W and none at or above it (so it is a release with watermark B, and B is returned as
+  the watermark used): about `limit` entries, more only when a single instant holds more. A worker
+  catching up on a backlog releases it over several steps instead of blocking its event loop for
+  seconds in one.
 
 Wall time is injected (`now` in ms); nothing here reads a clock.
 """
@@ -55,6 +60,9 @@ class Lane(Protocol):
         """The first `n` entries `held` returned are taken."""
 
     def pending(self) -> int: ...
+
+    def count_below(self, below: int) -> int:
+        """How many held entries have ts below `below` (what `held(below)` would return)."""
 
 
 def merge(runs: Sequence[Sequence[Entry]]) -> list[Entry]:
@@ -100,6 +108,10 @@ class AccountLane:
             return e[h:]
         return e[h:bisect_left(e, below, h, key=_ts)]
 
+    def count_below(self, below: int) -> int:
+        e, h = self._entries, self._head
+        return bisect_left(e, below, h, key=_ts) - h
+
     def consume(self, n: int) -> None:
         self._head += n
         if self._head > 4096 and self._head * 2 > len(self._entries):
@@ -127,6 +139,7 @@ class Aligner:
         self.wake_hold_ms = min(idle_ms, 1_000) if wake_hold_ms is None else wake_hold_ms
         self._quiet = False
         self._woke_at: float | None = None
+        self.cut = False  # the last release stopped at its limit: entries below the watermark are left
 
     def watermark(self, now: float) -> int | None:
         """W (exclusive release bound), INF when every lane is idle, None while a live lane is empty."""
@@ -156,19 +169,44 @@ class Aligner:
         runs, w = self.release_runs(now)
         return merge([run for _, run in runs]), w
 
-    def release_runs(self, now: float) -> tuple[list[tuple[Lane, Sequence[Entry]]], int | None]:
+    def release_runs(self, now: float, limit: int | None = None
+                     ) -> tuple[list[tuple[Lane, Sequence[Entry]]], int | None]:
         """What `release` merges: each lane's entries below the watermark (lanes with none left
-        out, in lane order), already consumed; and the watermark used."""
+        out, in lane order), already consumed; and the watermark used (with a `limit`, the bound
+        the release stopped at, if lower: see the module docstring)."""
+        self.cut = False
         w = self.watermark(now)
         if w is None:
             return [], None
+        bound = w
+        if limit is not None and self._count_below(w) > limit:
+            bound = self._bound(w, limit)
         runs = []
         for lane in self.lanes:
-            run = lane.held(w)
+            run = lane.held(bound)
             if run:
                 runs.append((lane, run))
                 lane.consume(len(run))
-        return runs, w
+        if bound < w:
+            self.cut = self._count_below(w) > 0
+        return runs, bound
+
+    def _count_below(self, below: int) -> int:
+        return sum(lane.count_below(below) for lane in self.lanes)
+
+    def _bound(self, w: int, limit: int) -> int:
+        """The highest bound B < w releasing at most `limit` entries, or if the first instant alone
+        holds more, the bound just past it (a release always makes progress)."""
+        lo, hi = -INF, w  # count(lo) <= limit < count(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._count_below(mid) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        if self._count_below(lo) > 0:
+            return lo
+        return hi  # the first instant is hi - 1: count(hi) > limit, all of them at that instant
 
     def idle_clock(self, now: float) -> int | None:
         """When every lane is idle: the event time the wall clock has reached, else None."""

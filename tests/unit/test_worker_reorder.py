@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streams.core.records import Feed
 from streams.worker.globals import GlobalLane, GlobalLog
 from streams.worker.reorder import INF, AccountLane, Aligner, merge
@@ -139,3 +144,40 @@ def test_merge_is_a_stable_sort_by_ts_and_release_merges_release_runs() -> None:
     got, w2 = Aligner(twins, idle_ms=10_000).release_runs(now=2)
     assert w == w2 == 8 and [lane for lane, _ in got] == twins
     assert merged == merge([run for _, run in got]) and [e[0] for e in merged] == [0, 1, 4, 4, 4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lanes=st.lists(st.lists(st.integers(0, 40), max_size=30).map(sorted), min_size=1, max_size=4),
+       global_ts=st.lists(st.integers(0, 40), max_size=10).map(sorted),
+       limits=st.lists(st.integers(1, 12), min_size=1, max_size=40), idle=st.booleans())
+def test_a_bounded_release_is_the_unbounded_one_in_instalments(
+        lanes: list[list[int]], global_ts: list[int], limits: list[int], idle: bool) -> None:
+    """Released with a limit, step by step, the entries come out in the order one unbounded release
+    gives them; each step releases whole instants below the bound it returns (at most `limit`
+    entries, more only if a single instant holds more), which is never above the watermark."""
+
+    def build() -> Aligner:
+        account = [AccountLane() for _ in lanes]
+        for i, (lane, tss) in enumerate(zip(account, lanes, strict=True)):
+            lane.push([(ts, Feed.EP3, f"{i}/{n}", n) for n, ts in enumerate(tss)], len(tss), now=0)
+        log = GlobalLog(0)
+        log.append([(ts, Feed.MARKS, f"m/{n}", n) for n, ts in enumerate(global_ts)], len(global_ts), now=0)
+        return Aligner([*account, GlobalLane(log, 0)], idle_ms=1_000)
+
+    now = 5_000 if idle else 500  # idle: every lane caught up and quiet, everything is released
+    whole, _ = build().release(now)
+    bounded = build()
+    got: list[tuple[int, Feed, object, int]] = []
+    for limit in itertools.chain(limits, itertools.repeat(1)):
+        w_true = bounded.watermark(now)
+        runs, w = bounded.release_runs(now, limit)
+        if not runs:
+            break
+        out = merge([run for _, run in runs])
+        assert w is not None and w_true is not None and w <= w_true
+        assert all(e[0] < w for e in out)
+        assert all(lane.count_below(w) == 0 for lane in bounded.lanes)  # nothing below the bound is left
+        assert len(out) <= limit or len({e[0] for e in out}) == 1
+        assert bounded.cut == (bounded.pending() > 0 and any(lane.count_below(w_true) for lane in bounded.lanes))
+        got += out
+    assert [e[2] for e in got] == [e[2] for e in whole]

@@ -313,14 +313,14 @@ def test_state_rows_go_to_the_store_and_the_writer_and_offsets_persist_only_for_
         assert data[key] == value
 
 
-@pytest.mark.parametrize(("cost_s", "want_s"), [(0.0, 0.5), (0.01, 0.5), (0.05, 0.5), (0.2, 2.0), (0.9, 9.0),
-                                                (1.0, 10.0), (5.0, 10.0)])
-def test_the_checkpoint_interval_stretches_so_checkpoints_take_a_tenth_of_the_time(cost_s: float,
-                                                                                  want_s: float) -> None:
+@pytest.mark.parametrize(("cost_s", "want_s"), [(0.0, 0.5), (0.01, 0.5), (0.025, 0.5), (0.05, 1.0), (0.2, 4.0),
+                                                (0.45, 9.0), (0.5, 10.0), (5.0, 10.0)])
+def test_the_checkpoint_interval_stretches_so_checkpoints_take_a_twentieth_of_the_time(cost_s: float,
+                                                                                      want_s: float) -> None:
     """Cheap checkpoints keep `checkpoint_ms`; a costly one (a row per touched account: many accounts)
-    stretches the next interval to ten times its cost, up to `checkpoint_max_ms`."""
+    stretches the next interval to twenty times its cost, up to `checkpoint_max_ms`."""
     assert checkpoint_interval(cost_s, 500, 10_000) == pytest.approx(want_s)
-    assert CHECKPOINT_SHARE == 0.1
+    assert CHECKPOINT_SHARE == 0.05
 
 
 def test_a_checkpoint_max_below_the_interval_never_stretches_it() -> None:
@@ -349,10 +349,10 @@ def test_a_costly_checkpoint_defers_the_next_one_while_records_keep_coming(tmp_p
     worker = new_worker(tmp_path)
     gate = SlowGate(cycle_s=0.0)
     worker.gate = gate  # type: ignore[assignment]
-    worker.clock = FakeClock(cut_s=0.15, state_s=0.05)  # type: ignore[assignment]
+    worker.clock = FakeClock(cut_s=0.075, state_s=0.025)  # type: ignore[assignment]
 
     def at(now: float) -> int:
-        worker._last_taken = now  # a tick has just taken records
+        worker._last_busy = now  # a tick has just taken records
         worker._maybe_checkpoint(now)
         return gate.submitted
 
@@ -360,7 +360,7 @@ def test_a_costly_checkpoint_defers_the_next_one_while_records_keep_coming(tmp_p
     assert worker.registry.get_sample_value("divmon_checkpoint_interval_seconds", {"env": "demo"}) == pytest.approx(1.5)
     assert [at(now) for now in (1.6, 2.0, 2.49)] == [1, 1, 1]  # 0.5 s (checkpoint_ms) passed, 1.5 s not yet
     worker._write_state(worker.pipeline.checkpoint())
-    worker._write_state(worker.pipeline.checkpoint())  # the gate stores two meanwhile: 0.1 s of CPU
+    worker._write_state(worker.pipeline.checkpoint())  # the gate stores two meanwhile: 0.05 s of CPU
     assert at(2.51) == 2
     assert worker.registry.get_sample_value("divmon_checkpoint_interval_seconds", {"env": "demo"}) == pytest.approx(2.5)
     assert at(5.0) == 2
@@ -376,11 +376,30 @@ def test_once_the_inputs_are_drained_checkpoints_come_at_the_usual_cadence(tmp_p
     worker = new_worker(tmp_path)
     gate = SlowGate(cycle_s=0.0)
     worker.gate = gate  # type: ignore[assignment]
-    worker.clock = FakeClock(cut_s=0.5)  # type: ignore[assignment]
-    worker._last_taken = 1.0
+    worker.clock = FakeClock(cut_s=0.25)  # type: ignore[assignment]
+    worker._last_busy = 1.0
     worker._maybe_checkpoint(1.0)
     assert gate.submitted == 1  # the next is due at 6.0 while records come
     worker._maybe_checkpoint(1.4)  # the last records were taken at 1.0
     assert gate.submitted == 1
     worker._maybe_checkpoint(1.5)
+    assert gate.submitted == 2
+
+
+def test_a_backlog_being_worked_off_keeps_the_stretched_interval(tmp_path: Path) -> None:
+    """Records fetched long ago but still being applied (ticks apply at most TICK_RECORDS) are load
+    like records coming: the interval stays stretched until the backlog is gone."""
+    worker = new_worker(tmp_path)
+    gate = SlowGate(cycle_s=0.0)
+    worker.gate = gate  # type: ignore[assignment]
+    worker.clock = FakeClock(cut_s=1.0)  # type: ignore[assignment]
+    worker._last_busy = 1.0  # the last records were taken at 1.0
+    worker._maybe_checkpoint(1.0)
+    assert gate.submitted == 1  # stretched to 10 s
+    worker.pipeline.backlog = True
+    assert [worker._maybe_checkpoint(now) or gate.submitted for now in (1.5, 5.0, 9.0)] == [1, 1, 1]
+    worker.pipeline.backlog = False  # worked off at 9.0
+    worker._maybe_checkpoint(9.4)
+    assert gate.submitted == 1
+    worker._maybe_checkpoint(9.5)  # drained for checkpoint_ms: the usual cadence
     assert gate.submitted == 2
