@@ -1,6 +1,7 @@
 """Worker throughput on a local broker, next to the decode ceiling and a naive per-event Faust agent.
 
     .venv/bin/python bench/worker_bench.py [--fills 145000] [--accounts 2000] [--naive-records 100000]
+                                           [--timeline worker-timeline.png]
 
 All three are measured in the same run on the same records (mixed: ep3, risk, og.margin, fills,
 marks; ~4.5 records per fill, so the default is ~520k records):
@@ -10,11 +11,15 @@ marks; ~4.5 records per fill, so the default is ~520k records):
    production and commits are included);
 3. a naive Faust agent: `async for value in stream` over the account topics, `Codec.decode` and
    `Engine.process` per event (the structure the issue measured at ~13k records/s).
+
+`--timeline` draws the worker's run (records consumed and applied, loop-thread busy share, over
+time) as a PNG: where end to end and steady part (the hold at the start, the idle wait at the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -170,8 +175,11 @@ def machine_busy() -> tuple[float, float]:
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
+Sample = tuple[float, dict[str, float]]  # seconds since the worker was warm, its counters then
+
+
 def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pid: int
-               ) -> tuple[float, float, dict[str, float]]:
+               ) -> tuple[float, float, dict[str, float], list[Sample]]:
     group = f"bench-{tag}"
     port = free_port()
     env = {**os.environ, "DIVMON_BROKERS": bs, "DIVMON_GROUP_ID": group, "DIVMON_PARTITIONS": str(PARTITIONS),
@@ -193,11 +201,12 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
         began, cpu_before, proc_before = time.perf_counter(), cpu_figures(port), process_cpu(proc.pid)
         broker_before, machine_before, threads_before = process_cpu(broker_pid), machine_busy(), threads_cpu(proc.pid)
         delay_before = run_delay(proc.pid)
-        samples = []
+        samples: list[Sample] = [(began, cpu_before)]
         while not committed_all(bs, group, topics):
             time.sleep(0.25)
             samples.append((time.perf_counter(), cpu_figures(port)))
         took = time.perf_counter() - began
+        samples.append((began + took, cpu_figures(port)))
         cpu["steady_rps"], cpu["steady_busy"] = steady(samples, total)
         cpu.update({k: v - cpu_before.get(k, 0.0) for k, v in cpu_figures(port).items()})
         cpu["process"] = process_cpu(proc.pid) - proc_before
@@ -214,7 +223,36 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
     events = sum(hi for t in AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
                  if t.startswith(f"{tag}.out.")
                  for hi in [_end(bs, t)])
-    return total / took, events / took, cpu
+    timeline = [(t - began, {k: v - cpu_before.get(k, 0.0) for k, v in f.items()}) for t, f in samples]
+    return total / took, events / took, cpu, timeline
+
+
+def plot_timeline(samples: list[Sample], total: int, path: str) -> None:
+    """Records consumed and applied (scaled to input records, as `steady`) and the loop thread's
+    busy share between samples, over the seconds since the worker was warm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s for s, _ in samples]
+    final = max(f.get("applied", 0.0) for _, f in samples) or 1.0
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6), height_ratios=(3, 1))
+    top.plot(t, [f.get("consumed", 0.0) / 1000 for _, f in samples], label="consumed (decoded)")
+    top.plot(t, [f.get("applied", 0.0) * total / final / 1000 for _, f in samples], label="applied by the engines")
+    top.axhline(total / 1000, color="grey", linewidth=0.5)
+    top.set_ylabel("thousand records")
+    top.set_title(f"divmon worker, {total:,} records: committed at {t[-1]:.1f} s")
+    top.legend(loc="lower right")
+    pairs = [(tb, (b.get("loop", 0.0) - a.get("loop", 0.0)) / (tb - ta))
+             for (ta, a), (tb, b) in itertools.pairwise(samples) if tb > ta]
+    bottom.step([tb for tb, _ in pairs], [busy for _, busy in pairs], where="pre")
+    bottom.set_ylim(0, 1.05)
+    bottom.set_ylabel("loop thread busy")
+    bottom.set_xlabel("seconds since the worker was warm")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
 
 
 def print_breakdown(cpu: dict[str, float], records: int) -> None:
@@ -296,6 +334,7 @@ def main() -> None:
     ap.add_argument("--fills", type=int, default=145_000)
     ap.add_argument("--accounts", type=int, default=2_000)
     ap.add_argument("--naive-records", type=int, default=100_000)
+    ap.add_argument("--timeline", metavar="PNG", help="draw the worker's run over time into this PNG file")
     args = ap.parse_args()
     with KafkaBroker(heap="1g") as broker:
         bs = broker.bootstrap
@@ -305,11 +344,14 @@ def main() -> None:
         print(f"produced {total:,} records ({account_total:,} account-keyed) on {bs}", flush=True)
         ceiling = decode_ceiling(bs, topics, total)
         print(f"decode ceiling (confluent-kafka consume + decode_many): {ceiling:,.0f} records/s", flush=True)
-        rps, eps, cpu = run_worker(bs, topics, tag, total, broker.pid)
+        rps, eps, cpu, timeline = run_worker(bs, topics, tag, total, broker.pid)
         print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s "
               f"end to end; {cpu['steady_rps']:,.0f} records/s steady (10-90% of the input applied, loop thread busy "
               f"{cpu['steady_busy']:.0%})", flush=True)
         print_breakdown(cpu, total)
+        if args.timeline:
+            plot_timeline(timeline, total, args.timeline)
+            print(f"  timeline: {args.timeline}", flush=True)
         naive = run_naive(bs, tag, min(args.naive_records, account_total))
         print(f"naive per-event Faust agent (decode + engine per event): {naive:,.0f} records/s", flush=True)
 
