@@ -113,6 +113,14 @@ class GlobalLane:
         i = bisect_left(e, self.offset, key=_offset)
         return bisect_left(e, below, i, key=_ts) - i
 
+    def first_ts(self) -> int | None:
+        log = self.log
+        if log.start > self.offset:
+            return None
+        e = log.entries
+        i = bisect_left(e, self.offset, key=_offset)
+        return e[i][0] if i < len(e) else None
+
     def consume(self, n: int) -> None:
         if n:
             self.offset = self.log.entries[self._idx + n - 1][3] + 1

@@ -60,7 +60,7 @@ class PartitionEngine:
         self.skip = skip or {}
         self.touched: set[str] = set()
         self.applied = 0
-        self.backlog = False  # the last step was bounded and left records its watermark released
+        self.backlog = False  # the last step was bounded and left records below its watermark
 
     def add_global(self, key: str, log: GlobalLog) -> None:
         """A global partition appeared after start-up (topic created or grown): read it from 0."""

@@ -111,7 +111,7 @@ class Pipeline:
         self.events: list[Event] = []
         self.consumed: dict[Feed, int] = dict.fromkeys(Feed, 0)
         self.applied = 0  # records released to an engine (a mark or instrument once per engine)
-        self.backlog = False  # the last bounded step left records some watermark released
+        self.backlog = False  # the last bounded step left records below an engine's watermark
         self._seq = 0
 
     # --- engines ---------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class Lane(Protocol):
     def count_below(self, below: int) -> int:
         """How many held entries have ts below `below` (what `held(below)` would return)."""
 
+    def first_ts(self) -> int | None:
+        """The ts of the oldest held entry (None if none)."""
+
 
 def merge(runs: Sequence[Sequence[Entry]]) -> list[Entry]:
     """Runs (each in ts order) merged by ts, stable: ties keep run order, then order within a run."""
@@ -111,6 +114,9 @@ class AccountLane:
     def count_below(self, below: int) -> int:
         e, h = self._entries, self._head
         return bisect_left(e, below, h, key=_ts) - h
+
+    def first_ts(self) -> int | None:
+        return self._entries[self._head][0] if self._head < len(self._entries) else None
 
     def consume(self, n: int) -> None:
         self._head += n
@@ -197,7 +203,8 @@ class Aligner:
     def _bound(self, w: int, limit: int) -> int:
         """The highest bound B < w releasing at most `limit` entries, or if the first instant alone
         holds more, the bound just past it (a release always makes progress)."""
-        lo, hi = -INF, w  # count(lo) <= limit < count(hi)
+        lo = min(ts for lane in self.lanes if (ts := lane.first_ts()) is not None) - 1
+        hi = w  # count(lo) <= limit < count(hi)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if self._count_below(mid) <= limit:
