@@ -203,7 +203,7 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
         delay_before = run_delay(proc.pid)
         samples: list[Sample] = [(began, cpu_before)]
         while not committed_all(bs, group, topics):
-            time.sleep(0.25)
+            time.sleep(0.5)  # each scrape costs the worker GIL time (its metrics server is a Python thread)
             samples.append((time.perf_counter(), cpu_figures(port)))
         took = time.perf_counter() - began
         samples.append((began + took, cpu_figures(port)))
