@@ -161,6 +161,14 @@ def threads_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_delay(pid: int) -> float:
     """Seconds the process's main thread was runnable but waiting for a CPU (/proc schedstat): time
     the loop thread lost to other threads and processes on this host, not to its own work."""
@@ -217,6 +225,7 @@ def run_worker(bs: str, topics: dict[Feed, str], tag: str, total: int, broker_pi
         cpu["machine_busy"] = machine_after[0] - machine_before[0]
         cpu["machine_total"] = machine_after[1] - machine_before[1]
         cpu["wall"] = took
+        cpu["peak_rss_mb"] = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -264,7 +273,7 @@ def print_breakdown(cpu: dict[str, float], records: int) -> None:
     stages = [(name, cpu[name]) for name in STAGES if name in cpu]
     rest = loop - sum(v for _, v in stages)
     print(f"  loop thread: {loop:.1f} CPU s over {cpu['wall']:.1f} s wall (busy {loop / cpu['wall']:.0%}); "
-          f"whole process {cpu['process']:.1f} CPU s")
+          f"whole process {cpu['process']:.1f} CPU s, peak RSS {cpu['peak_rss_mb']:.0f} MB")
     print(f"  threads: main {cpu['main']:.1f} CPU s (and {cpu['run_delay']:.1f} s runnable, waiting for a CPU), "
           f"other Python threads (GIL) {cpu['other threads']:.1f}, librdkafka (no GIL) {cpu['librdkafka']:.1f}")
     print(f"  meanwhile: the broker used {cpu['broker']:.1f} CPU s; the machine's {os.cpu_count()} CPUs were "

@@ -24,7 +24,16 @@ from hypothesis import strategies as st
 from streams.agents import consumer as consumer_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.consumer import raw_records, take_raw
-from streams.agents.runtime import CHECKPOINT_SHARE, GATE_BACKLOG, GC_THRESHOLDS, Worker, checkpoint_interval
+from streams.agents.runtime import (
+    CHECKPOINT_SHARE,
+    GATE_BACKLOG,
+    GC_THRESHOLDS,
+    HELD_LIMIT,
+    LANE_MIN,
+    Worker,
+    checkpoint_interval,
+    lane_limit,
+)
 from streams.config import Settings
 from streams.core.records import Feed
 from streams.sinks import MemorySink
@@ -403,3 +412,17 @@ def test_a_backlog_being_worked_off_keeps_the_stretched_interval(tmp_path: Path)
     assert gate.submitted == 1
     worker._maybe_checkpoint(9.5)  # drained for checkpoint_ms: the usual cadence
     assert gate.submitted == 2
+
+
+@pytest.mark.parametrize("engines", [1, 4, 12, 20, 100])
+def test_a_worker_holds_at_most_held_limit_records_whatever_its_partition_count(engines: int) -> None:
+    """Lanes far ahead of the watermark stop being fetched at an equal share of one worker-wide
+    bound, so a worker with more partitions does not hold more decoded records (only the floor,
+    LANE_MIN a lane, can take it over the bound)."""
+    lanes = engines * 4
+    limit = lane_limit(engines)
+    assert limit >= LANE_MIN
+    if limit > LANE_MIN:  # the share: as much of the bound as equal lanes can have, no more
+        assert limit * lanes <= HELD_LIMIT < (limit + 1) * lanes
+    else:
+        assert (LANE_MIN + 1) * lanes > HELD_LIMIT  # the floor only where the share would be below it
