@@ -21,7 +21,7 @@ Checkpoints make state and offsets agree without transactions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -39,6 +39,10 @@ GLOBAL_FEEDS: tuple[Feed, ...] = (Feed.MARKS, Feed.INSTRUMENTS)
 META_PREFIX = "\x00engine/"
 _record = itemgetter(2)
 _account_id = attrgetter("account_id")
+
+
+def _as_is(row: dict[str, Any]) -> dict[str, Any]:
+    return row
 
 
 def meta_key(partition: int) -> str:
@@ -151,23 +155,29 @@ class PartitionEngine:
         """Per account lane: every record below this offset is reflected in engine state."""
         return {f: lane.commit_offset() for f, lane in self.lanes.items()}
 
-    def checkpoint(self) -> dict[str, dict[str, Any]]:
-        """Table rows for this checkpoint (touched accounts, then `meta`), clearing `touched`."""
+    def checkpoint(self, encode: Callable[[dict[str, Any]], Any] = _as_is) -> dict[str, Any]:
+        """Table rows for this checkpoint (touched accounts, then `meta`), clearing `touched`; each
+        row as `encode` makes it.
+
+        A row is encoded as soon as it is built, so its objects are freed before the next is made.
+        Built all first (20,000 accounts: ~200k dicts and lists alive at once), they lived through
+        the young collections of the cyclic GC, were promoted, and brought on full collections of
+        the worker's whole heap: a cut took 0.8-1.7 s instead of 0.44-0.47 (worker bench)."""
         offsets = {f.value: o for f, o in self.commit_offsets().items()}
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, Any] = {}
         accounts = self.engine.accounts
         for account in self.touched:
             acct = accounts.get(account)
             if acct is not None:
-                rows[account] = {"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)}
+                rows[account] = encode({"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)})
         # written with their unsettled work; they change again when it settles: write them again then
         self.touched = set(self.engine.unsettled())
         if self.skip and all(o <= offsets.get(f, 0) for ahead in self.skip.values() for f, o in ahead.items()):
             self.skip = {}
-        rows[meta_key(self.partition)] = {
+        rows[meta_key(self.partition)] = encode({
             "p": self.partition, "offsets": offsets, "engine": engine_to_dict(self.engine),
             "globals": {k: lane.offset for k, lane in self.globals.items()},
-        }
+        })
         return rows
 
     @classmethod

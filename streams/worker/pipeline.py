@@ -242,9 +242,8 @@ class Pipeline:
         self._seq += 1
         cp = Checkpoint(self._seq, self.events)
         self.events = []
-        encode = encode_row
         for p, pe in self.engines.items():
-            cp.state[p] = {k: encode(v) for k, v in pe.checkpoint().items()}
+            cp.state[p] = pe.checkpoint(encode_row)
             for feed, offset in pe.commit_offsets().items():
                 cp.offsets[(self.topics[feed], p)] = offset
         return cp
