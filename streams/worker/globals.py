@@ -95,31 +95,32 @@ class GlobalLane:
     def caught_up(self) -> bool:
         return self.log.caught_up
 
-    def held(self, below: int) -> Sequence[Entry]:
+    def _head(self) -> int | None:
+        """Index in the log of this lane's next entry; None while the log no longer holds it (the
+        lane waits for a rewind)."""
         log = self.log
         if log.start > self.offset:
+            return None
+        return bisect_left(log.entries, self.offset, key=_offset)
+
+    def held(self, below: int) -> Sequence[Entry]:
+        i = self._head()
+        if i is None:
             return ()
-        e = log.entries
-        i = self._idx = bisect_left(e, self.offset, key=_offset)
+        self._idx = i
+        e = self.log.entries
         if below >= INF:
             return e[i:]
         return e[i:bisect_left(e, below, i, key=_ts)]
 
     def count_below(self, below: int) -> int:
-        log = self.log
-        if log.start > self.offset:
-            return 0
-        e = log.entries
-        i = bisect_left(e, self.offset, key=_offset)
-        return bisect_left(e, below, i, key=_ts) - i
+        i = self._head()
+        return 0 if i is None else bisect_left(self.log.entries, below, i, key=_ts) - i
 
     def first_ts(self) -> int | None:
-        log = self.log
-        if log.start > self.offset:
-            return None
-        e = log.entries
-        i = bisect_left(e, self.offset, key=_offset)
-        return e[i][0] if i < len(e) else None
+        i = self._head()
+        e = self.log.entries
+        return None if i is None or i >= len(e) else e[i][0]
 
     def consume(self, n: int) -> None:
         if n:

@@ -64,7 +64,6 @@ class PartitionEngine:
         self.skip = skip or {}
         self.touched: set[str] = set()
         self.applied = 0
-        self.backlog = False  # the last step was bounded and left records below its watermark
 
     def add_global(self, key: str, log: GlobalLog) -> None:
         """A global partition appeared after start-up (topic created or grown): read it from 0."""
@@ -81,7 +80,6 @@ class PartitionEngine:
         whether more was left), move event time, return the engine's events."""
         aligner = self.aligner
         runs, w = aligner.release_runs(now, limit)
-        self.backlog = aligner.cut
         if runs:
             entries = merge([run for _, run in runs])
             if self.skip:
@@ -97,6 +95,11 @@ class PartitionEngine:
         if events:
             self._touch_events(events)
         return events
+
+    @property
+    def backlog(self) -> bool:
+        """The last step was bounded and left records below its watermark."""
+        return self.aligner.cut
 
     def _apply(self, entries: list[Entry]) -> None:
         eng = self.engine
