@@ -543,6 +543,24 @@ static PyObject *read_decimal(const RNode *node, Cur *c, PyObject *unsure) {
     return d;
 }
 
+/* A tuple (or a tuple subclass without a __dict__: the record classes are NamedTuples) whose items
+   are all atomic (str, int, Decimal, None) or untracked can't be part of a reference cycle: it is
+   untracked, as CPython's own collector untracks such exact tuples when it first meets them. Records
+   held in a worker's lanes (up to hundreds of thousands while the watermark waits) are then never
+   traversed by the cyclic GC, and never promoted through its generations. */
+static void untrack_if_atomic(PyObject *t) {
+    if (Py_TYPE(t)->tp_dictoffset != 0 || !PyObject_GC_IsTracked(t)) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *v = PyTuple_GET_ITEM(t, i);
+        if (v == NULL || (PyObject_IS_GC(v) && PyObject_GC_IsTracked(v))) {
+            return;
+        }
+    }
+    PyObject_GC_UnTrack(t);
+}
+
 static PyObject *read_array(const RNode *node, Cur *c, PyObject *unsure) {
     PyObject *items = PyList_New(0);
     if (items == NULL) {
@@ -574,6 +592,9 @@ static PyObject *read_array(const RNode *node, Cur *c, PyObject *unsure) {
     }
     PyObject *out = PyList_AsTuple(items);
     Py_DECREF(items);
+    if (out != NULL) {
+        untrack_if_atomic(out);
+    }
     return out;
 fail:
     Py_DECREF(items);
@@ -596,6 +617,7 @@ static PyObject *read_record(const RNode *node, Cur *c, PyObject *unsure) {
         }
         PyTuple_SET_ITEM(out, i, v);
     }
+    untrack_if_atomic(out);
     return out;
 }
 
@@ -796,6 +818,10 @@ static PyObject *Reader_entries(Reader *self, PyObject *const *args, Py_ssize_t 
             Py_DECREF(rec);
             if (item == NULL) {
                 goto fail;
+            }
+            /* `feed` is a member of an enum, alive as long as the module: it can't lead back here */
+            if (!PyObject_GC_IsTracked(rec)) {
+                PyObject_GC_UnTrack(item);
             }
         } else {
             PyObject *at = PyLong_FromSsize_t(PyList_GET_SIZE(out));

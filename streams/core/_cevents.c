@@ -335,9 +335,20 @@ static PyObject *SlotBuilder_vectorcall(SlotBuilder *self, PyObject *const *args
         return NULL;
     }
     char *base = (char *)obj;
+    int atomic = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_INCREF(args[i]);
         *(PyObject **)(base + self->offsets[i]) = args[i];
+        if (PyObject_IS_GC(args[i]) && PyObject_GC_IsTracked(args[i])) {
+            atomic = 0;
+        }
+    }
+    /* Frozen, no __dict__, every field atomic (str, int, Decimal, None) or untracked: the instance
+       can't be part of a reference cycle, so the cyclic GC need not track it (as CPython untracks
+       such tuples). Events wait in the worker until their checkpoint, and would otherwise be
+       traversed by every collection until then. */
+    if (atomic) {
+        PyObject_GC_UnTrack(obj);
     }
     return obj;
 }

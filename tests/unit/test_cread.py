@@ -312,6 +312,37 @@ def test_a_repeated_short_ascii_string_is_read_as_the_same_object(c: ModuleType)
         reader(_string_body(b"\xff\xfe"), 0)
 
 
+def _tracked(obj: Any) -> list[Any]:
+    """`obj` and whatever tuples it holds, nested, that the cyclic GC tracks (the feed, a member of
+    an enum that lives as long as its module, aside)."""
+    out = [obj] if gc.is_tracked(obj) and not isinstance(obj, Feed) else []
+    if isinstance(obj, tuple):
+        for item in obj:
+            out += _tracked(item)
+    return out
+
+
+@pytest.mark.parametrize("feed", list(Feed))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_records_read_are_left_out_of_the_cyclic_gc(c: ModuleType, feed: Feed, data: st.DataObject) -> None:
+    """A record holds only text, numbers, Decimals, None and tuples of those, so it can't be part of
+    a reference cycle: the reader untracks it as it is made (as CPython's collector untracks such
+    plain tuples when it first meets them), and a worker's entry with it. A worker holds up to 400k
+    records while the watermark waits; tracked, each young collection traversed them and promoted
+    them through the generations (worker bench: 1.1 of ~9 CPU s in the collector; 0.3 after)."""
+    value = data.draw(VALUES[feed])
+    reader = c.Reader(_python(feed).spec, Unsure)
+    raw = CODECS[feed].encode_value(value)
+    record = _outcome_call(reader, raw)
+    if record == "refused":
+        return
+    assert _tracked(record) == []
+    entries, slow, kept, _ = reader.entries([(5, 7, b"k", raw)], 0, raw[:HEADER], lambda rec: True, feed)
+    assert (slow, kept) == ([], 1) and entries[0][2] == record
+    assert _tracked(entries[0]) == []
+
+
 def test_the_native_build_reads_with_c_and_pure_runs_python(c: ModuleType) -> None:
     """Which reader a codec and an Avro tape use follows the build this process runs."""
     compiled = _native.engine_build() == "compiled"
