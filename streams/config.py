@@ -85,6 +85,7 @@ class Settings:
     clock_idle_ms: int = 30_000  # nothing at all for this long: event time follows the wall clock
     checkpoint_ms: int = 500  # state checkpoint + sink batch + commit cadence of the worker
     checkpoint_max_ms: int = 10_000  # how far checkpoint_ms may stretch when checkpoints are costly
+    held_records: int = 400_000  # decoded records waiting for the watermark, all lanes together (~0.4 KB each)
     session_timeout_ms: int = 30_000  # consumer-group session timeout (failure detection)
     heartbeat_ms: int = 3_000
     commit_interval_ms: int = 2_000

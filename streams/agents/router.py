@@ -6,7 +6,7 @@ task, no await), so the fetch loop costs O(1) per batch. Backpressure is by *not
   `wait_capacity` blocks the fetch loop (the gate only while the worker is warm: during a rebalance
   the same loop reads the table changelogs that recovery waits for);
 - partitions whose lane is far *ahead* of its engine's watermark (holding more than its share of the
-  worker's `HELD_LIMIT` decoded records: see `streams.agents.runtime`) are left out of fetches
+  worker's `held_records` decoded records: see `streams.agents.runtime`) are left out of fetches
   (`held_back`), so memory stays bounded while the lagging input, which holds the watermark, keeps
   being fetched (watermark alignment).
 

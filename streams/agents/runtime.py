@@ -48,11 +48,11 @@ TICK_S = 0.05
 # tick and kept its event loop (commits, the web server's health checks, Faust's timers) blocked for
 # 2 s and more at a time
 TICK_RECORDS = 8_000
-# decoded records a worker holds in its account lanes waiting for the watermark, all lanes together: a
-# lane holding more than its share (at least LANE_MIN) is left out of fetches until the engine catches
-# up. Per lane (100k each) a worker held 1.6M records with 4 partitions after a restart, and 3x that
-# with 12, while an input nearly idle (instruments) held the watermark for `idle_ms`
-HELD_LIMIT = 400_000
+# decoded records a worker holds in its account lanes waiting for the watermark, all lanes together, is
+# bounded by the `held_records` setting (400k by default, ~0.4 KB a record decoded): a lane holding more
+# than its share (at least LANE_MIN) is left out of fetches until the engine catches up. Per lane (100k
+# each) a worker held 1.6M records with 4 partitions after a restart, and 3x that with 12, while an
+# input nearly idle (instruments) held the watermark for `idle_ms`
 LANE_MIN = 5_000
 GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
 # CPython's cyclic GC in the worker process (see `tune_gc`): a young collection every 50,000 net
@@ -93,10 +93,10 @@ def checkpoint_interval(cost_s: float, min_ms: int, max_ms: int) -> float:
     return min(max(floor, cost_s / CHECKPOINT_SHARE), max(floor, max_ms / 1000))
 
 
-def lane_limit(engines: int) -> int:
+def lane_limit(engines: int, held: int) -> int:
     """Decoded records an account lane may hold before its partition is left out of fetches: an
-    equal share of HELD_LIMIT over the worker's account lanes, at least LANE_MIN."""
-    return max(LANE_MIN, HELD_LIMIT // max(1, engines * len(ACCOUNT_FEEDS)))
+    equal share of `held` (the worker's bound) over its account lanes, at least LANE_MIN."""
+    return max(LANE_MIN, held // max(1, engines * len(ACCOUNT_FEEDS)))
 
 
 class Worker:
@@ -259,11 +259,15 @@ class Worker:
             t = clock.lap("encode", t)
             self.metrics.events(events)
             clock.lap("metrics", t)
-        engines = self.pipeline.engines
-        limit = lane_limit(len(engines))
-        self.router.ahead = {TP(self.topics[f], p) for p, pe in engines.items()
-                             for f, lane in pe.lanes.items() if lane.pending() > limit}
+        self.router.ahead = self._ahead()
         return True
+
+    def _ahead(self) -> set[TP]:
+        """The account topic-partitions whose lane holds more than its share of `held_records`."""
+        engines = self.pipeline.engines
+        limit = lane_limit(len(engines), self.s.held_records)
+        return {TP(self.topics[f], p) for p, pe in engines.items()
+                for f, lane in pe.lanes.items() if lane.pending() > limit}
 
     def _write_state(self, cp: Checkpoint) -> Sequence[Any]:
         t = self.clock.start()

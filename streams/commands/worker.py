@@ -28,8 +28,11 @@ KAFKA_OPTIONS = [
             "so grace windows and sweeps still close.", click.IntRange(1)),
     setting("checkpoint_ms", "Checkpoint / sink batch / commit cadence in ms.", click.IntRange(10)),
     setting("checkpoint_max_ms", "Longest checkpoint interval in ms: with many accounts the interval stretches "
-            "from --checkpoint-ms so that cutting checkpoints takes at most a tenth of the worker's time "
+            "from --checkpoint-ms so that cutting checkpoints takes at most a twentieth of the worker's time "
             "(equal to --checkpoint-ms: never).", click.IntRange(10)),
+    setting("held_records", "Most decoded records the worker holds while event time waits for its slowest "
+            "input (~0.4 KB each), all partitions together; beyond it, inputs that are ahead are not fetched "
+            "until the engines catch up.", click.IntRange(1000)),
     setting("session_timeout_ms", "Consumer group session timeout in ms.", click.IntRange(1000)),
     setting("heartbeat_ms", "Consumer group heartbeat interval in ms.", click.IntRange(100)),
     setting("commit_interval_ms", "Offset commit interval in ms.", click.IntRange(10)),

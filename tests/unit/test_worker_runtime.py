@@ -28,7 +28,6 @@ from streams.agents.runtime import (
     CHECKPOINT_SHARE,
     GATE_BACKLOG,
     GC_THRESHOLDS,
-    HELD_LIMIT,
     LANE_MIN,
     Worker,
     checkpoint_interval,
@@ -39,10 +38,10 @@ from streams.core.records import Feed
 from streams.sinks import MemorySink
 
 
-def new_worker(tmp_path: Path) -> Worker:
+def new_worker(tmp_path: Path, **settings: Any) -> Worker:
     """A worker that is never started (no broker): its Faust app and consumer exist, unconnected."""
-    return Worker(Settings.load({"data_dir": str(tmp_path), "web_port": 0, "metrics_port": 0}, environ={}),
-                  MemorySink())
+    return Worker(Settings.load({"data_dir": str(tmp_path), "web_port": 0, "metrics_port": 0, **settings},
+                                environ={}), MemorySink())
 
 
 def test_a_rebalance_is_not_held_by_the_commit_gates_backpressure(tmp_path: Path) -> None:
@@ -414,15 +413,28 @@ def test_a_backlog_being_worked_off_keeps_the_stretched_interval(tmp_path: Path)
     assert gate.submitted == 2
 
 
+@pytest.mark.parametrize("held", [Settings().held_records, 100_000, 1_000_000])
 @pytest.mark.parametrize("engines", [1, 4, 12, 20, 100])
-def test_a_worker_holds_at_most_held_limit_records_whatever_its_partition_count(engines: int) -> None:
+def test_a_worker_holds_at_most_held_records_whatever_its_partition_count(engines: int, held: int) -> None:
     """Lanes far ahead of the watermark stop being fetched at an equal share of one worker-wide
-    bound, so a worker with more partitions does not hold more decoded records (only the floor,
-    LANE_MIN a lane, can take it over the bound)."""
+    bound (`held_records`), so a worker with more partitions does not hold more decoded records (only
+    the floor, LANE_MIN a lane, can take it over the bound)."""
     lanes = engines * 4
-    limit = lane_limit(engines)
+    limit = lane_limit(engines, held)
     assert limit >= LANE_MIN
     if limit > LANE_MIN:  # the share: as much of the bound as equal lanes can have, no more
-        assert limit * lanes <= HELD_LIMIT < (limit + 1) * lanes
+        assert limit * lanes <= held < (limit + 1) * lanes
     else:
-        assert (LANE_MIN + 1) * lanes > HELD_LIMIT  # the floor only where the share would be below it
+        assert (LANE_MIN + 1) * lanes > held  # the floor only where the share would be below it
+
+
+@pytest.mark.parametrize(("held", "ahead"), [(None, False), (40_000, True)])
+def test_the_held_records_setting_bounds_what_a_worker_fetches_ahead(tmp_path: Path, held: int | None,
+                                                                      ahead: bool) -> None:
+    """A lane holding more than its share of `held_records` leaves its partition out of fetches:
+    10,001 records waiting in one lane of one engine are within the default bound's share (100k)
+    and over the share of 40,000 (10k)."""
+    worker = new_worker(tmp_path, **({} if held is None else {"held_records": held}))
+    pe = worker.pipeline.engine(0, 0.0)
+    pe.lanes[Feed.FILLS].push([(1_000 + i, Feed.FILLS, None, i) for i in range(10_001)], 10_001, 0.0)
+    assert worker._ahead() == ({TP(worker.topics[Feed.FILLS], 0)} if ahead else set())
