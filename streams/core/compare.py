@@ -20,7 +20,7 @@ from streams.core.events import (
     new_unvaluable,
 )
 from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode, awaiting_confirmation
-from streams.core.valuation import ZERO, im_delta, position_im, unvaluable_reason
+from streams.core.valuation import ZERO, differ, im_delta, position_im, unvaluable_reason
 
 if TYPE_CHECKING:
     from streams.core.engine import Engine
@@ -36,7 +36,7 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
     e = acct.ep3.get(symbol)
     r = re.get(symbol)
     ep = acct.mismatches.get(symbol)
-    if (e or ZERO) != (r or ZERO):
+    if differ(e or ZERO, r or ZERO):
         now = eng.now
         if ep is None:
             if not eng.risk_live():

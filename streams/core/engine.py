@@ -35,7 +35,7 @@ from streams.core.records import (
 )
 from streams.core.state import AccountState, awaiting_confirmation
 from streams.core.tally import Tally
-from streams.core.valuation import ZERO
+from streams.core.valuation import ZERO, differ
 
 MINUTE_MS = 60_000
 Timer = tuple[int, int, str, str, int]  # deadline, kind, account_id, symbol, first_seen
@@ -62,22 +62,33 @@ class TimerQueue:
 
     def push(self, t: _Queued, in_order_likely: bool = True) -> None:
         fifo = self._fifo
-        if in_order_likely and (len(fifo) == self._head or t >= fifo[-1]):
-            fifo.append(t)
-        else:
-            heapq.heappush(self._heap, t)
+        if in_order_likely:
+            if len(fifo) == self._head:
+                fifo.append(t)
+                return
+            last = fifo[-1]
+            # deadlines first, as ints (typed, they compare in C; as items of a tuple of Any each
+            # comparison is a call of Python's protocol): they decide almost every push
+            deadline: int = t[0]
+            last_deadline: int = last[0]
+            if deadline > last_deadline or (deadline == last_deadline and t >= last):
+                fifo.append(t)
+                return
+        heapq.heappush(self._heap, t)
 
     def pop_before(self, ts_ms: int) -> _Queued | None:
         """The first timer if its deadline is before `ts_ms` (removed), else None."""
         fifo, heap, head = self._fifo, self._heap, self._head
         if head < len(fifo):
             t = fifo[head]
+            deadline: int = t[0]
             if heap:
                 h = heap[0]
+                first: int = h[0]
                 # deadlines first: comparing them is cheaper than comparing tuples, and decides most
-                if h[0] < t[0] or (h[0] == t[0] and h < t):  # on a tie the fifo's: equal tuples are one timer
-                    return heapq.heappop(heap) if h[0] < ts_ms else None
-            if t[0] >= ts_ms:
+                if first < deadline or (first == deadline and h < t):  # on a tie the fifo's: equal tuples are one timer
+                    return heapq.heappop(heap) if first < ts_ms else None
+            if deadline >= ts_ms:
                 return None
             head += 1
             if head >= 4096 and head * 2 >= len(fifo):
@@ -85,8 +96,10 @@ class TimerQueue:
                 head = 0
             self._head = head
             return t
-        if heap and heap[0][0] < ts_ms:
-            return heapq.heappop(heap)
+        if heap:
+            first_heap: int = heap[0][0]
+            if first_heap < ts_ms:
+                return heapq.heappop(heap)
         return None
 
     def pending(self) -> list[Timer]:
@@ -309,12 +322,12 @@ class Engine:
                 for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
                     # the cheap checks here skip the calls whenever nothing can change (the common case)
                     e = ep3.get(symbol) or ZERO
-                    if re is not None and ((re.get(symbol) or ZERO) != e or symbol in mismatches):
+                    if re is not None and (differ(re.get(symbol) or ZERO, e) or symbol in mismatches):
                         compare.compare_symbol(self, acct, symbol)
                     if (unvaluable or symbol not in instruments or symbol not in marks
                             or re_im.get(symbol, ZERO) is None):
                         compare.check_unvaluable(self, acct, symbol)
-                    if ledger is not None and ((ledger.get(symbol) or ZERO) != e or symbol in anomalies):
+                    if ledger is not None and (differ(ledger.get(symbol) or ZERO, e) or symbol in anomalies):
                         witness.compare_ledger(self, acct, symbol, now)
             if acct.margin_dirty:
                 acct.margin_dirty = False

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from streams.core.records import Ep3PositionEvent, Fill, OgMargin, RiskSnapshot
 from streams.core.state import AccountState
+from streams.core.valuation import differ
 
 
 def _set_ep3(acct: AccountState, symbol: str, qty: Decimal | None) -> None:
@@ -39,7 +40,7 @@ def apply_ep3(acct: AccountState, ev: Ep3PositionEvent) -> str:
     if ev.kind == "UPDATE":
         for p in ev.positions:
             touch[p.symbol] = ev.ts_ms
-            if acct.ep3.get(p.symbol) != p.qty or p.symbol not in acct.ep3:
+            if differ(acct.ep3.get(p.symbol), p.qty) or p.symbol not in acct.ep3:
                 _set_ep3(acct, p.symbol, p.qty)
         return "update"
     acct.ep3_ready = True
@@ -51,7 +52,7 @@ def apply_ep3(acct: AccountState, ev: Ep3PositionEvent) -> str:
         _set_ep3(acct, symbol, None)
     for symbol, qty in listed.items():
         touch[symbol] = ev.ts_ms
-        if acct.ep3.get(symbol) != qty or symbol not in acct.ep3:
+        if differ(acct.ep3.get(symbol), qty) or symbol not in acct.ep3:
             _set_ep3(acct, symbol, qty)
     if acct.ledger is None:  # a seeded ledger takes no other baseline: don't copy the book for nothing
         acct.baseline_candidates.setdefault("EP3", (ev.ts_ms, listed))
@@ -78,7 +79,7 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
             if s not in new:
                 dirty.add(s)
         for s, q in new.items():
-            if old.get(s) != q or s not in old or (new_im[s] is None) != (old_im.get(s) is None):
+            if differ(old.get(s), q) or s not in old or (new_im[s] is None) != (old_im.get(s) is None):
                 dirty.add(s)
     acct.re = new
     acct.re_im = new_im

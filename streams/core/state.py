@@ -11,7 +11,6 @@ present-and-flat. The same holds for `re` and `ledger`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
@@ -143,7 +142,7 @@ class AccountState:
         return bool(self.dirty or self.margin_dirty or self.baseline_candidates)
 
 
-def awaiting_confirmation(episodes: Mapping[str, E], symbol: str, first_seen: int) -> E | None:
+def awaiting_confirmation(episodes: dict[str, E], symbol: str, first_seen: int) -> E | None:
     """The episode a grace timer set at `first_seen` is for, if it is still waiting to be confirmed
     (None once it resolved as a race, or a later episode replaced it)."""
     ep = episodes.get(symbol)

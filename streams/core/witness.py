@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from streams.core.events import episode_id, event_id, new_witness_check
 from streams.core.state import AccountState, AnomalyEpisode, awaiting_confirmation, checksum
-from streams.core.valuation import ZERO
+from streams.core.valuation import ZERO, differ
 
 if TYPE_CHECKING:
     from streams.core.engine import Engine
@@ -61,7 +61,7 @@ def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> Non
     lq = ledger.get(symbol)
     eq = acct.ep3.get(symbol)
     ep = acct.anomalies.get(symbol)
-    if (lq or ZERO) != (eq or ZERO):
+    if differ(lq or ZERO, eq or ZERO):
         if ep is None:
             # the id is computed when first emitted: most pending disagreements are races that never are
             ep = AnomalyEpisode("", symbol, at, eng.source_for(acct))

@@ -30,7 +30,7 @@ from streams.core.records import (
     RiskSnapshot,
 )
 from streams.core.state import AccountState
-from streams.core.valuation import position_im, total_im
+from streams.core.valuation import differ, position_im, total_im
 
 T0 = 1_780_000_000_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +116,20 @@ def test_unknown_mark_makes_im_unknown_never_zero() -> None:
     assert total_im({"XAU": D(13), "BTC": D(0)}, inst, {}) is None
     assert position_im("XAU", D(-13), inst, {"XAU": D(11700)}) == D("7605.00")
     assert position_im("BTC", D(0), {}, {}) == 0
+
+
+_quantities = st.none() | st.decimals(allow_nan=False, allow_infinity=False, places=3) | st.sampled_from(
+    [D(0), D("0.000"), D("-0"), D(62), D("62.0"), D("1E+3")])
+
+
+@settings(max_examples=500)
+@given(_quantities, _quantities, st.booleans())
+def test_differ_is_not_equal_for_any_two_quantities(a: D | None, b: D | None, same: bool) -> None:
+    """The engine's shortcut comparison of quantities is `!=`: absent against present, equal values
+    written differently (62, 62.0), one object against itself."""
+    if same:
+        b = a
+    assert differ(a, b) is (a != b)
 
 
 # --- mismatch lifecycle --------------------------------------------------------------------------
