@@ -48,8 +48,8 @@ TICK_S = 0.05
 # tick and kept its event loop (commits, the web server's health checks, Faust's timers) blocked for
 # 2 s and more at a time
 TICK_RECORDS = 8_000
-# decoded records a worker holds in its account lanes waiting for the watermark, all lanes together, is
-# bounded by the `held_records` setting (400k by default, ~0.4 KB a record decoded): a lane holding more
+# the decoded records a worker holds in its account lanes waiting for the watermark, all lanes together,
+# are bounded by the `held_records` setting (400k by default, ~0.4 KB a record decoded): a lane holding more
 # than its share (at least LANE_MIN) is left out of fetches until the engine catches up. Per lane (100k
 # each) a worker held 1.6M records with 4 partitions after a restart, and 3x that with 12, while an
 # input nearly idle (instruments) held the watermark for `idle_ms`

@@ -19,8 +19,9 @@ ZERO = Decimal(0)
 
 def differ(a: Decimal | None, b: Decimal | None) -> bool:
     """`a != b` for quantities (absent: None), cheaper where it can be: one object is equal to
-    itself (identity implies equality for every Decimal the engine holds: all are finite, Avro
-    decimals being scaled integers, and only NaN differs from itself), and None against a Decimal
+    itself (identity implies equality for every Decimal the engine holds: only NaN differs from
+    itself, and all are finite: the contract refuses NaN and infinities, Avro decimals can't hold
+    them, and sums and products of finite ones are finite), and None against a Decimal
     is decided without Python's comparison protocol (~1,000 instructions: None's comparison, then
     Decimal's reflected one, both declining, then the default). Decimal's own comparison takes
     ~300."""
