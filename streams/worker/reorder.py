@@ -18,9 +18,15 @@ Guarantees of `Aligner.release`:
   clock (last event time + wall time since it arrived), so grace windows and sweeps still close.
   Kept separate and longer because a producer pause longer than it makes later records late;
 - waking up: when records arrive after every lane was idle (a burst after a quiet spell), idle lanes
-  hold the watermark back again for `wake_hold_ms` of wall time, as if live. A burst written to
-  several topics at once reaches the consumer over several fetches; without the hold, the first
-  lane fetched would set the watermark alone and its partners' records would arrive late;
+  hold the watermark back again for `wake_hold_ms` of wall time (default `idle_ms`), as if live. A
+  burst written to several topics at once reaches the consumer over several fetches, and the
+  driver's `caught_up` for a lane not fetched since the burst was written is stale (it still says
+  the broker has nothing more). Without the hold, the first lane fetched would set the watermark
+  alone and its partners' records would arrive late. The default treats a wake like fresh arrivals
+  on every lane, which then need `idle_ms` of silence to be idle again: a 1 s hold was not enough
+  on a loaded host, where the account lanes (fetched by a Python thread) reached the worker over a
+  second after the shared marks (fetched by librdkafka's own thread), and every account record of
+  the burst was applied late;
 - released entries come out merged by `ts_ms`, stable (ties keep lane order, then arrival order);
 - a release can be bounded (`limit`): then it stops at an instant, releasing every entry below some
   bound B <= W and none at or above it (so it is a release with watermark B, and B is returned as
@@ -142,7 +148,7 @@ class Aligner:
         self.lanes = list(lanes)
         self.idle_ms = idle_ms
         self.clock_idle_ms = idle_ms if clock_idle_ms is None else max(idle_ms, clock_idle_ms)
-        self.wake_hold_ms = min(idle_ms, 1_000) if wake_hold_ms is None else wake_hold_ms
+        self.wake_hold_ms = idle_ms if wake_hold_ms is None else wake_hold_ms
         self._quiet = False
         self._woke_at: float | None = None
         self.cut = False  # the last release stopped at its limit: entries below the watermark are left

@@ -101,6 +101,27 @@ def test_a_burst_after_a_quiet_spell_waits_for_its_partners() -> None:
     assert [e[0] for e in out] == [5_000] and w == 10_000  # both live again: min of their maxima
 
 
+def test_by_default_a_burst_partner_has_idle_ms_to_arrive() -> None:
+    """The default hold is idle_ms: a partner lane whose part of the burst reaches the worker 1.5 s
+    after the first lane's (a starved fetcher thread) is still in time, and once the partner stays
+    silent for idle_ms after the wake it stops holding the watermark."""
+    a, b = AccountLane(), AccountLane()
+    al = Aligner([a, b], idle_ms=2_000)
+    a.push(entries(Feed.EP3, (100, 0)), 1, now=0)
+    b.push(entries(Feed.FILLS, (100, 0)), 1, now=0)
+    assert al.release(now=3_000)[1] == INF
+    a.push(entries(Feed.EP3, (5_000, 1), (12_000, 2)), 3, now=10_000)
+    assert al.release(now=10_010)[0] == []
+    assert al.release(now=11_500)[0] == []  # past a 1 s hold: b still holds the watermark
+    b.push(entries(Feed.FILLS, (4_000, 1), (10_000, 2)), 3, now=11_510)
+    out, w = al.release(now=11_520)
+    assert [e[0] for e in out] == [4_000, 5_000] and w == 10_000  # b's 4,000 not late
+    a.push(entries(Feed.EP3, (13_000, 3)), 4, now=13_500)
+    assert al.release(now=13_500)[0] == []  # b arrived at 11,510: still live
+    out, w = al.release(now=13_700)  # b silent for idle_ms: idle again
+    assert [e[0] for e in out] == [10_000, 12_000] and w == 13_000
+
+
 def test_after_the_hold_an_idle_lane_stops_holding_back_again() -> None:
     """A lane that stays silent past the hold (a retired feed) no longer holds the watermark."""
     a, b = AccountLane(), AccountLane()
