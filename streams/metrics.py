@@ -77,6 +77,7 @@ class Metrics(NamedTuple):
     records_consumed: Counter  # divmon_records_consumed_total{feed}
     records_applied: Counter  # divmon_records_applied_total: released to the engines (after the watermark)
     dead_letters: Counter  # divmon_dead_letters_total{feed, reason}
+    late_records: Counter  # divmon_late_records_total: applied after event time had passed them
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
     events_emitted: Counter  # divmon_events_emitted_total{type, class}: every emission (each version)
     mismatches: Counter  # divmon_mismatches_total{class}: mismatch episodes, once, when classified
@@ -173,6 +174,9 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
                                  ["feed"], namespace=n, registry=inner),
         dead_letters=Counter("dead_letters", "Records sent to the dead-letter topic, per feed and reason",
                              ["feed", "reason"], namespace=n, registry=inner),
+        late_records=Counter("late_records", "Input records applied after event time had passed them (they "
+                             "arrived after their input was counted idle): verdicts around them may differ "
+                             "from a replay of the same input", namespace=n, registry=inner),
         ep3_stale=Counter("ep3_stale", "EP3 events ignored because their seq was not above the last applied",
                           namespace=n, registry=inner),
         events_emitted=Counter("events_emitted", "Events emitted (every version), per type and class",

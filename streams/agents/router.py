@@ -78,8 +78,9 @@ class WorkerMetrics:
 
     def __init__(self, metrics: m.Metrics) -> None:
         self.m = metrics
-        self._stale = 0
         self._source: str | None = None  # the positions source last set (only this object sets it)
+        # per engine stat: partition -> (engine, its count when last read)
+        self._counted: dict[str, dict[int, tuple[Any, int]]] = {"ep3_stale": {}, "late_records": {}}
 
     def consumed(self, feed: str, n: int) -> None:
         self.m.records_consumed.labels(feed=feed).inc(n)
@@ -109,11 +110,11 @@ class WorkerMetrics:
         """Gauges derived from engine state: open episodes, engine lag, ep3 stale count, consumer lag."""
         open_mm: Counter[str] = Counter()
         open_an: Counter[str] = Counter()
-        stale = 0
         oldest: int | None = None
+        self.m.ep3_stale.inc(self._increase("ep3_stale", pipeline))
+        self.m.late_records.inc(self._increase("late_records", pipeline))
         for pe in pipeline.engines.values():
             eng = pe.engine
-            stale += eng.stats.get("ep3_stale", 0)
             if eng.started:
                 oldest = eng.now if oldest is None else min(oldest, eng.now)
             for acct in eng.accounts.values():
@@ -124,10 +125,21 @@ class WorkerMetrics:
                         open_an[an.status] += 1
         m.set_open(self.m.open_mismatches, "class", open_mm, m.OPEN_MISMATCH_CLASSES)
         m.set_open(self.m.open_witness_anomalies, "status", open_an, m.WITNESS_STATUSES)
-        if stale > self._stale:
-            self.m.ep3_stale.inc(stale - self._stale)
-        self._stale = stale
         if oldest is not None:
             self.m.engine_lag.set(max(0.0, (wall_ms - oldest) / 1000))
         for feed, n in lag.items():
             self.m.consumer_lag.labels(feed=feed).set(n)
+
+    def _increase(self, stat: str, pipeline: Pipeline) -> int:
+        """How much the engines' counter `stat` grew since the last call. An engine restored after a
+        rebalance counts from its restored value (its earlier counts were this or another worker's),
+        and a dropped engine's counts stay counted."""
+        seen = self._counted[stat]
+        grown = 0
+        for p, pe in pipeline.engines.items():
+            eng = pe.engine
+            n = eng.stats.get(stat, 0)
+            last = seen.get(p)
+            grown += n - (last[1] if last is not None and last[0] is eng else pe.stats_at_start.get(stat, 0))
+            seen[p] = (eng, n)
+        return grown

@@ -64,6 +64,8 @@ class PartitionEngine:
         self.skip = skip or {}
         self.touched: set[str] = set()
         self.applied = 0
+        # the engine's counters as restored: what it counted before this process took it over
+        self.stats_at_start: dict[str, int] = dict(engine.stats)
 
     def add_global(self, key: str, log: GlobalLog) -> None:
         """A global partition appeared after start-up (topic created or grown): read it from 0."""

@@ -7,6 +7,7 @@ import time
 import urllib.request
 from dataclasses import replace
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams import metrics
 from streams.agents.router import WorkerMetrics
 from streams.core.events import AvailGapFlip, PositionMismatch, SourceTransition, WitnessCheck
+from streams.core.tally import Tally
 from streams.metrics import Metrics
 
 FORBIDDEN_LABEL = re.compile(r"account|symbol|user|password|secret|event_id", re.IGNORECASE)
@@ -313,3 +315,32 @@ def test_worker_metrics_observe_ages_and_end_on_the_last_source() -> None:
     assert _value(registry, "divmon_snapshot_age_seconds_count") == 3
     assert _value(registry, "divmon_snapshot_age_seconds_bucket", le="600.0") == 2
     assert _value(registry, "divmon_snapshot_age_seconds_sum") == pytest.approx(701.54)
+
+
+def test_engine_counters_count_each_record_once_across_rebalances() -> None:
+    """`divmon_late_records_total` and `divmon_ep3_stale_total` follow the engines' counters: an
+    engine restored with counts from before (its checkpoint) adds only what it counts from then on,
+    and a dropped engine's counts stay counted."""
+    registry = CollectorRegistry()
+    wm = WorkerMetrics(metrics.create(registry, env="test"))
+
+    def engine(**stats: int) -> SimpleNamespace:
+        eng = SimpleNamespace(stats=Tally(stats), started=False, now=0, accounts={})
+        return SimpleNamespace(engine=eng, stats_at_start=dict(stats))
+
+    pipeline = SimpleNamespace(engines={0: engine(), 1: engine(late_records=5, ep3_stale=2)})
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    assert _value(registry, "divmon_late_records_total") == 0
+    pipeline.engines[0].engine.stats["late_records"] += 2
+    pipeline.engines[1].engine.stats["late_records"] += 1
+    pipeline.engines[1].engine.stats["ep3_stale"] += 3
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    assert _value(registry, "divmon_late_records_total") == 3
+    assert _value(registry, "divmon_ep3_stale_total") == 3
+    pipeline.engines = {1: engine(late_records=6, ep3_stale=5)}  # rebalance: p0 gone, p1 restored
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    assert _value(registry, "divmon_late_records_total") == 3
+    pipeline.engines[1].engine.stats["late_records"] += 4
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    assert _value(registry, "divmon_late_records_total") == 7
+    assert _value(registry, "divmon_ep3_stale_total") == 3
