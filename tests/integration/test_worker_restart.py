@@ -85,7 +85,7 @@ def test_rocksdb_worker_restarts_on_its_own_data(kafka_bootstrap: str, kafka_top
         try:
             wait_for(converged, 120, "the verdicts after two restarts to equal the replay's", step=2)
         except AssertionError as exc:
-            raise AssertionError(diff_summary(final(rows), want)) from exc
+            raise AssertionError(diff_summary(final(rows), want, [logs[1], logs[2]])) from exc
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: committed(kafka_bootstrap, names) == ends, 60, "run 2 to commit to the end")
         assert commits_ahead_of_state(kafka_bootstrap, names) == []

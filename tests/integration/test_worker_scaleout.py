@@ -71,7 +71,7 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
         try:
             wait_for(converged, 90, "the union of emitted events to equal the replay's", step=2)
         except AssertionError as exc:
-            raise AssertionError(diff_summary(final(rows), want)) from exc
+            raise AssertionError(diff_summary(final(rows), want, [tmp_path / "a.log", tmp_path / "b.log"])) from exc
     finally:
         stop(a, signal.SIGKILL)
         if b is not None:

@@ -80,7 +80,7 @@ def test_worker_rides_out_a_clickhouse_outage(kafka_bootstrap: str, kafka_topics
         try:
             wait_for(lambda: stored() == want, 120, "ClickHouse to hold exactly the replay's verdicts", step=2)
         except AssertionError as exc:
-            raise AssertionError(diff_summary(stored(), want)) from exc
+            raise AssertionError(diff_summary(stored(), want, [tmp_path / "worker.log"])) from exc
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: committed(kafka_bootstrap, names) == ends, 60, "offsets to be committed to the end")
     finally:

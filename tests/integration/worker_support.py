@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -217,8 +218,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def diff_summary(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> str:
-    """Why two final-event maps differ: counts of missing / extra ids and differing fields by type."""
+def late_records(log: Path) -> dict[int, int]:
+    """Records each partition engine applied late, from the last status line of a worker's log."""
+    late: dict[int, int] = {}
+    for m in re.finditer(r"\] p(\d+): event time .*?\(late (\d+)\)", log.read_text(errors="replace")):
+        late[int(m.group(1))] = int(m.group(2))
+    return late
+
+
+def diff_summary(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]], logs: Sequence[Path] = ()) -> str:
+    """Why two final-event maps differ: counts of missing / extra ids and differing fields by type,
+    and the records the workers (`logs`) applied late: the one way their verdicts may rightly differ."""
     from collections import Counter
 
     fields: Counter[tuple[str, str]] = Counter()
@@ -230,4 +240,5 @@ def diff_summary(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]
                 sample = sample or f"{want[k]} != {got[k]}"
     missing = Counter(want[k]["type"] for k in set(want) - set(got))
     extra = Counter(got[k]["type"] for k in set(got) - set(want))
-    return f"missing {dict(missing)}, extra {dict(extra)}, differing {dict(fields)}; e.g. {sample[:1500]}"
+    late = "; ".join(f"{log.name}: late records by partition {late_records(log)}" for log in logs)
+    return f"missing {dict(missing)}, extra {dict(extra)}, differing {dict(fields)}; {late}; e.g. {sample[:1500]}"
