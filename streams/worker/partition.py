@@ -58,6 +58,7 @@ class PartitionEngine:
         self.partition = partition
         self.engine = engine
         self.lanes = {f: AccountLane(offsets.get(f.value, 0), now) for f in ACCOUNT_FEEDS}
+        self.cursors = dict(cursors)  # as restored: also for shared logs declared after this engine
         self.globals = {key: GlobalLane(log, cursors.get(key, 0)) for key, log in logs.items()}
         self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms,
                                clock_idle_ms=clock_idle_ms)
@@ -68,9 +69,12 @@ class PartitionEngine:
         self.stats_at_start: dict[str, int] = dict(engine.stats)
 
     def add_global(self, key: str, log: GlobalLog) -> None:
-        """A global partition appeared after start-up (topic created or grown): read it from 0."""
+        """A global partition declared after this engine was made: read it from the restored
+        cursor, or from 0 if the checkpoint had none (a topic created or grown since). A worker
+        makes its engines before its shared-log reader has listed the partitions; from 0, a
+        restored engine applied every earlier mark and instrument again, late."""
         if key not in self.globals:
-            self.globals[key] = lane = GlobalLane(log, 0)
+            self.globals[key] = lane = GlobalLane(log, self.cursors.get(key, 0))
             self.aligner.lanes.append(lane)
 
     def close(self) -> None:
