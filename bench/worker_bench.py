@@ -117,6 +117,8 @@ def cpu_figures(port: int) -> dict[str, float]:
                 out["consumed"] = out.get("consumed", 0.0) + sample.value
             elif sample.name == "divmon_records_applied_total":
                 out["applied"] = sample.value
+            elif sample.name == "divmon_late_records_total":
+                out["late"] = sample.value
     return out
 
 
@@ -356,7 +358,7 @@ def main() -> None:
         rps, eps, cpu, timeline = run_worker(bs, topics, tag, total, broker.pid)
         print(f"divmon worker (1 process, 4 partition engines): {rps:,.0f} records/s, {eps:,.0f} events/s "
               f"end to end; {cpu['steady_rps']:,.0f} records/s steady (10-90% of the input applied, loop thread busy "
-              f"{cpu['steady_busy']:.0%})", flush=True)
+              f"{cpu['steady_busy']:.0%}); {cpu.get('late', 0):,.0f} records applied late", flush=True)
         print_breakdown(cpu, total)
         if args.timeline:
             plot_timeline(timeline, total, args.timeline)
