@@ -107,7 +107,8 @@ class WorkerMetrics:
             self._source = source
 
     def state(self, pipeline: Pipeline, wall_ms: float, lag: dict[str, int]) -> None:
-        """Gauges derived from engine state: open episodes, engine lag, ep3 stale count, consumer lag."""
+        """Gauges derived from engine state: open episodes, engine lag, consumer lag; and the engines'
+        ep3-stale and late-record counts."""
         open_mm: Counter[str] = Counter()
         open_an: Counter[str] = Counter()
         oldest: int | None = None
@@ -134,9 +135,12 @@ class WorkerMetrics:
         """How much the engines' counter `stat` grew since the last call. An engine restored after a
         rebalance counts from its restored value (its earlier counts were this or another worker's),
         and a dropped engine's counts stay counted."""
+        engines = pipeline.engines
         seen = self._counted[stat]
+        for p in [p for p in seen if p not in engines]:  # not kept alive here: an engine holds every account
+            del seen[p]
         grown = 0
-        for p, pe in pipeline.engines.items():
+        for p, pe in engines.items():
             eng = pe.engine
             n = eng.stats.get(stat, 0)
             last = seen.get(p)

@@ -23,10 +23,10 @@ Guarantees of `Aligner.release`:
   driver's `caught_up` for a lane not fetched since the burst was written is stale (it still says
   the broker has nothing more). Without the hold, the first lane fetched would set the watermark
   alone and its partners' records would arrive late. The default treats a wake like fresh arrivals
-  on every lane, which then need `idle_ms` of silence to be idle again: a 1 s hold was not enough
-  on a loaded host, where the account lanes (fetched by a Python thread) reached the worker over a
-  second after the shared marks (fetched by librdkafka's own thread), and every account record of
-  the burst was applied late;
+  on every lane, which then need `idle_ms` of silence to be idle again. A 1 s hold was not enough
+  on a loaded host: a worker got a burst's marks (fetched by librdkafka's own thread) while its
+  account lanes (fetched by a Python thread) still read idle and caught up, its event time ran
+  ahead of account records that came later, and its verdicts differed from the replay's;
 - released entries come out merged by `ts_ms`, stable (ties keep lane order, then arrival order);
 - a release can be bounded (`limit`): then it stops at an instant, releasing every entry below some
   bound B <= W and none at or above it (so it is a release with watermark B, and B is returned as

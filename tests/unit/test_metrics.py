@@ -344,3 +344,9 @@ def test_engine_counters_count_each_record_once_across_rebalances() -> None:
     wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
     assert _value(registry, "divmon_late_records_total") == 7
     assert _value(registry, "divmon_ep3_stale_total") == 3
+    pipeline.engines[0] = engine(late_records=2)  # p0 back, restored from its checkpoint
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    pipeline.engines[0].engine.stats["late_records"] += 1
+    wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]
+    assert _value(registry, "divmon_late_records_total") == 8
+    assert set(wm._counted["late_records"]) == {0, 1}
