@@ -169,6 +169,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # --- fetching --------------------------------------------------------------------------------
 
+    def fetched_at(self, tp: TP) -> float | None:
+        """Wall-clock time (ms) of the last fetch response that reported on `tp`, with or without
+        records (aiokafka's last poll timestamp, as new as `highwater`); None before the first."""
+        at = self._thread._ensure_consumer().last_poll_timestamp(tp)
+        return None if at is None else float(at)
+
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         """Fetch, leaving out the partitions the sink holds back. Not in `_get_active_partitions`:
         Faust pauses and resumes partitions by editing the set that one returns, and its edits of a

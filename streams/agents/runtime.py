@@ -55,6 +55,10 @@ TICK_RECORDS = 8_000
 # input nearly idle (instruments) held the watermark for `idle_ms`
 LANE_MIN = 5_000
 GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetching pauses
+# An account input counts as caught up only on a fetch response this recent. Faust long-polls with
+# fetch_max_wait_ms 1,500, so a running consumer thread reports on every assigned partition at least
+# that often, records or not.
+FETCH_FRESH_MS = 3_000
 # CPython's cyclic GC in the worker process (see `tune_gc`): a young collection every 50,000 net
 # container allocations instead of 700; the older generations keep CPython's ratios
 GC_THRESHOLDS = (50_000, 10, 10)
@@ -284,11 +288,17 @@ class Worker:
                      [(now - lane.last_arrival >= self.s.idle_ms, lane.caught_up) for lane in pe.aligner.lanes])
 
     def _mark_caught_up(self) -> None:
-        """An input may count as idle only when the broker has nothing more for it."""
+        """An input may count as idle only when the broker has nothing more for it. For an account
+        input, as of a fetch response received in the last FETCH_FRESH_MS: the high watermark is
+        only as new as the last response, and while the consumer thread is starved of CPU (it is a
+        Python thread: it waits for the GIL) records produced since would otherwise be counted as
+        not there, and applied late when they come."""
+        since = time.time() * 1000 - FETCH_FRESH_MS
         for p, pe in self.pipeline.engines.items():
             for feed, lane in pe.lanes.items():
-                hw = self._highwater(TP(self.topics[feed], p))
-                lane.caught_up = hw is not None and lane.next_offset >= hw
+                tp = TP(self.topics[feed], p)
+                hw = self._highwater(tp)
+                lane.caught_up = hw is not None and lane.next_offset >= hw and self._fetched_since(tp, since)
         assert self.reader is not None
         for key, log in self.pipeline.logs.items():
             feed_value, part = key.rsplit("/", 1)
@@ -302,6 +312,14 @@ class Worker:
         except (AssertionError, KeyError, RuntimeError):  # not (or no longer) assigned
             return None
         return None if hw is None else int(hw)
+
+    def _fetched_since(self, tp: TP, since_ms: float) -> bool:
+        consumer: Any = self.app.consumer
+        try:
+            at = consumer.fetched_at(tp)
+        except (AssertionError, KeyError, RuntimeError):  # not (or no longer) assigned
+            return False
+        return at is not None and at >= since_ms
 
     def _ingest(self, topic: str, partition: int, raws: list[Any], now: float) -> None:
         assert self.outputs is not None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust.worker
@@ -26,6 +28,7 @@ from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.consumer import raw_records, take_raw
 from streams.agents.runtime import (
     CHECKPOINT_SHARE,
+    FETCH_FRESH_MS,
     GATE_BACKLOG,
     GC_THRESHOLDS,
     LANE_MIN,
@@ -438,3 +441,27 @@ def test_the_held_records_setting_bounds_what_a_worker_fetches_ahead(tmp_path: P
     pe = worker.pipeline.engine(0, 0.0)
     pe.lanes[Feed.FILLS].push([(1_000 + i, Feed.FILLS, None, i) for i in range(10_001)], 10_001, 0.0)
     assert worker._ahead() == ({TP(worker.topics[Feed.FILLS], 0)} if ahead else set())
+
+
+@pytest.mark.parametrize(("hw", "age_ms", "caught_up"), [
+    (3, 500, True),  # reported on half a second ago: nothing more than what the lane has
+    (5, 500, False),  # the broker holds two records the lane has not had
+    (3, 10_000, False),  # the last response is 10 s old (a starved consumer thread): not trusted
+    (3, None, False),  # no response yet
+    (None, 500, False),  # no high watermark yet
+])
+def test_an_account_input_is_caught_up_only_on_a_recent_fetch_response(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hw: int | None, age_ms: int | None, caught_up: bool) -> None:
+    """A lane counts as caught up (so may go idle and stop holding event time) only when the broker
+    has nothing more for it as of a fetch response received in the last FETCH_FRESH_MS."""
+    worker = new_worker(tmp_path)
+    pe = worker.pipeline.engine(0, 0.0)
+    pe.lanes[Feed.FILLS].push([(1_000 + i, Feed.FILLS, None, i) for i in range(3)], 3, 0.0)
+    consumer = worker.app.consumer
+    monkeypatch.setattr(consumer, "highwater", lambda tp: hw)
+    monkeypatch.setattr(consumer, "fetched_at",
+                        lambda tp: None if age_ms is None else time.time() * 1000 - age_ms)
+    worker.reader = SimpleNamespace(highwater=lambda topic, partition: None)  # type: ignore[assignment]
+    worker._mark_caught_up()
+    assert pe.lanes[Feed.FILLS].caught_up is caught_up
+    assert FETCH_FRESH_MS < 10_000
