@@ -38,6 +38,21 @@ log = logging.getLogger(__name__)
 IDLE_CLOSE_S = 60.0
 
 
+def commit_later(exc: BaseException) -> bool:
+    """A commit error that a later commit gets past (the group is moving, its coordinator loading
+    or moving, a request timed out), as opposed to one that must end the recorder (authorization,
+    a fatal error)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if not isinstance(err, KafkaError) or err.fatal():
+        return False
+    return err.retriable() or err.code() in (
+        KafkaError.REBALANCE_IN_PROGRESS, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD)
+
+
 @dataclass(frozen=True)
 class RecorderConfig:
     root: Path
@@ -134,14 +149,23 @@ class Recorder:
         return writer
 
     def checkpoint(self, consumer: Any) -> None:
-        """Flush + fsync every open tape, then commit what they cover. The order is the guarantee."""
-        from confluent_kafka import TopicPartition
+        """Flush + fsync every open tape, then commit what they cover. The order is the guarantee.
+        A commit the group can't take now (`commit_later`) is kept for the next checkpoint: what it
+        covers is on disk, so at worst it is consumed again and found there."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         for w in self.writers.values():
             w.flush()
         if self.to_commit:
             offsets = [TopicPartition(t, p, o) for (t, p), o in self.to_commit.items()]
-            consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                if not commit_later(exc):
+                    raise
+                self.stats["commits_deferred"] += 1
+                log.warning("commit deferred to the next checkpoint: %s", exc)
+                return
             self.stats["commits"] += 1
             self.to_commit.clear()
 

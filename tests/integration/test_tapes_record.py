@@ -121,7 +121,7 @@ def test_sigkill_resume_then_sigterm(kafka_bootstrap: str, kafka_topics: object,
     finally:
         if proc.poll() is None:
             proc.kill()
-            print(proc.communicate()[0].decode()[-3000:])
+        print("RC", proc.returncode, proc.communicate()[0].decode()[-6000:])
 
     files = sorted(tmp_path.glob("*/*.avro"))
     assert [f.name for f in files] == ["2026-03-08.ep3.positions.avro", "2026-03-08.risk.snapshots.avro",
