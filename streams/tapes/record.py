@@ -83,7 +83,7 @@ class Recorder:
         self._take_lock()
         conf = {"enable.auto.commit": False, "auto.offset.reset": "earliest", **self.cfg.consumer}
         consumer = (self._factory or Consumer)(conf)
-        consumer.subscribe(list(self.cfg.topics), on_revoke=lambda c, _parts: self.checkpoint(c))
+        consumer.subscribe(list(self.cfg.topics), on_revoke=self.revoked)
         last_flush = time.monotonic()
         try:
             while not stop():
@@ -168,6 +168,13 @@ class Recorder:
                 return
             self.stats["commits"] += 1
             self.to_commit.clear()
+
+    def revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions taken away: commit what was taped of them; if the commit has to wait, forget
+        their offsets (the next owner reads them again; committed later, they could overwrite its own)."""
+        self.checkpoint(consumer)
+        for tp in partitions:
+            self.to_commit.pop((tp.topic, tp.partition), None)
 
     def _close_idle(self) -> None:
         """Close tapes of past trading days that received nothing for a while (late records reopen)."""

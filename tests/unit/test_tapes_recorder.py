@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.codec import Codec
 from streams.core.records import Ep3PositionEvent, Feed, PositionQty
@@ -96,3 +96,16 @@ def test_a_commit_refused_for_good_ends_the_recorder(tmp_path: Path) -> None:
         record(tmp_path, consumer, rounds=3)
     assert not commit_later(KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS, fatal=True)))
     assert not commit_later(RuntimeError("not from Kafka"))
+
+
+def test_offsets_of_revoked_partitions_are_not_committed_later(tmp_path: Path) -> None:
+    """A commit deferred while partitions are revoked is not made later for them: by then another
+    member owns them, and a late commit could overwrite its progress."""
+    consumer = ScriptedConsumer([], [KafkaError(KafkaError.REBALANCE_IN_PROGRESS)])
+    rec = Recorder(RecorderConfig(tmp_path, {"ep3": Feed.EP3}, {}), consumer_factory=lambda conf: consumer)
+    for msg in messages(0, 3):
+        rec.handle(msg)
+    rec.revoked(consumer, [TopicPartition("ep3", 0)])
+    assert rec.stats["commits_deferred"] == 1 and rec.to_commit == {}
+    for w in rec.writers.values():
+        w.close()
