@@ -87,3 +87,18 @@ def test_keyed_records_round_trip_and_list_offsets_latest_is_exact(
     assert Counter(p for _, _, p in got) == acked
     assert _offsets(kafka_admin, topic, OffsetSpec.earliest()) == dict.fromkeys(range(PARTITIONS), 0)
     assert _offsets(kafka_admin, topic, OffsetSpec.latest()) == {p: acked[p] for p in range(PARTITIONS)}
+
+
+def test_topics_keep_records_whose_timestamps_are_months_old(kafka_admin: AdminClient,
+                                                              kafka_topics: Callable[..., None]) -> None:
+    """The tests produce tapes with historical timestamps; under the default 7-day retention the
+    broker's retention pass deleted them unread (a consumer then skipped to the end), so a test
+    failed when a pass fell between its produce and its consume. The session broker's topics keep
+    records for good."""
+    from confluent_kafka.admin import ConfigResource
+
+    topic = f"old-{uuid.uuid4().hex[:8]}"
+    kafka_topics([topic])
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    config = kafka_admin.describe_configs([resource])[resource].result(timeout=30)
+    assert config["retention.ms"].value == "-1"

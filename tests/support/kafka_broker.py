@@ -204,6 +204,10 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # the tests' records carry historical event timestamps (tapes from months ago): with the
+            # default 7-day retention, the broker's retention pass (30 s after start, then every 5
+            # minutes) deleted every such record not yet read, and consumers skipped to the end
+            "log.retention.ms": "-1",
         } | self.overrides
         config = self.workdir / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
