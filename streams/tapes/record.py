@@ -72,6 +72,7 @@ class Recorder:
         self.writers: dict[tuple[Feed, date], TapeWriter] = {}
         self.last_write: dict[tuple[Feed, date], float] = {}
         self.to_commit: dict[tuple[str, int], int] = {}
+        self.started: set[tuple[str, int]] = set()  # partitions whose first offset was logged
         self.stats: Counter[str] = Counter()
         self._factory = consumer_factory
         self._lock: Any = None
@@ -83,7 +84,7 @@ class Recorder:
         self._take_lock()
         conf = {"enable.auto.commit": False, "auto.offset.reset": "earliest", **self.cfg.consumer}
         consumer = (self._factory or Consumer)(conf)
-        consumer.subscribe(list(self.cfg.topics), on_revoke=self.revoked)
+        consumer.subscribe(list(self.cfg.topics), on_assign=self.assigned, on_revoke=self.revoked)
         last_flush = time.monotonic()
         try:
             while not stop():
@@ -112,6 +113,9 @@ class Recorder:
             log.warning("kafka: %s", err)
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if (topic, partition) not in self.to_commit and (topic, partition) not in self.started:
+            self.started.add((topic, partition))
+            log.info("reading %s[%d] from offset %d", topic, partition, offset)
         self.to_commit[(topic, partition)] = offset + 1
         feed, value = self.cfg.topics[topic], msg.value()
         if value is None:
@@ -168,6 +172,10 @@ class Recorder:
                 return
             self.stats["commits"] += 1
             self.to_commit.clear()
+
+    def assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """Say which partitions this recorder now reads, and from where (for operators)."""
+        log.info("assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def revoked(self, consumer: Any, partitions: list[Any]) -> None:
         """Partitions taken away: commit what was taped of them; if the commit has to wait, forget

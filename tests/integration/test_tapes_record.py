@@ -24,6 +24,7 @@ from streams.codec import Codec
 from streams.core.records import Ep3PositionEvent, Feed, PositionQty, RiskSnapshot
 from streams.tapes.avro import AvroTape
 from streams.tapes.calendar import day_bounds
+from tests.support.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).parents[2]
@@ -87,7 +88,8 @@ def wait_until(cond: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_sigkill_resume_then_sigterm(kafka_bootstrap: str, kafka_topics: object, tmp_path: Path) -> None:
+def test_sigkill_resume_then_sigterm(kafka_bootstrap: str, kafka_topics: object, kafka_broker: KafkaBroker,
+                                     tmp_path: Path) -> None:
     """Kill -9 while records flow, restart, SIGTERM; then re-read all with lost offsets: every record is
     in its day's file exactly once, and every file is a valid container."""
     tag = uuid.uuid4().hex[:8]
@@ -114,8 +116,14 @@ def test_sigkill_resume_then_sigterm(kafka_bootstrap: str, kafka_topics: object,
         assert stop(proc)["written"] < len(delivered)  # the rest was on disk from the first run
         # Offsets lost altogether (a fresh group re-reads from the start): the files dedupe everything.
         proc = start({**env, "DIVMON_GROUP_ID": f"g-{tag}-lost"})
-        wait_until(lambda: committed(kafka_bootstrap, f"g-{tag}-lost-tapes", parts) == len(delivered), 40,
-                   "the re-read")
+        try:
+            wait_until(lambda: committed(kafka_bootstrap, f"g-{tag}-lost-tapes", parts) == len(delivered), 40,
+                       "the re-read")
+        except AssertionError as exc:  # seen under load: a fresh group assigned, then nothing fetched
+            lines = kafka_broker.log_path.read_text(errors="replace").splitlines()
+            said = [x for x in lines if tag in x or "WARN" in x or "ERROR" in x][-40:]
+            raise AssertionError(f"{exc}; committed {committed(kafka_bootstrap, f'g-{tag}-lost-tapes', parts)} "
+                                 f"of {len(delivered)}; the broker said:\n" + "\n".join(said)) from exc
         stats = stop(proc)
         assert stats.get("written", 0) == 0 and stats["duplicates"] == len(delivered)
     finally:

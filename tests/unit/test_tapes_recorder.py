@@ -47,7 +47,7 @@ class ScriptedConsumer:
         self.batches, self.failures = batches, failures
         self.committed: list[int] = []
 
-    def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
         pass
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
