@@ -113,7 +113,7 @@ class Recorder:
             log.warning("kafka: %s", err)
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        if (topic, partition) not in self.to_commit and (topic, partition) not in self.started:
+        if (topic, partition) not in self.started:
             self.started.add((topic, partition))
             log.info("reading %s[%d] from offset %d", topic, partition, offset)
         self.to_commit[(topic, partition)] = offset + 1
