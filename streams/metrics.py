@@ -78,6 +78,7 @@ class Metrics(NamedTuple):
     records_applied: Counter  # divmon_records_applied_total: released to the engines (after the watermark)
     dead_letters: Counter  # divmon_dead_letters_total{feed, reason}
     late_records: Counter  # divmon_late_records_total: applied after event time had passed them
+    input_lost: Counter  # divmon_input_lost_records_total{feed}: deleted by the broker before they were read
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
     events_emitted: Counter  # divmon_events_emitted_total{type, class}: every emission (each version)
     mismatches: Counter  # divmon_mismatches_total{class}: mismatch episodes, once, when classified
@@ -177,6 +178,10 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
         late_records=Counter("late_records", "Input records applied after event time had passed them (they "
                              "arrived after their input was counted idle): verdicts around them may differ "
                              "from a replay of the same input", namespace=n, registry=inner),
+        input_lost=Counter("input_lost_records", "Input records the broker deleted (retention) before this worker "
+                           "read them: skipped when its fetch position was reset to the earliest offset held; "
+                           "verdicts for the accounts they concerned may be wrong", ["feed"], namespace=n,
+                           registry=inner),
         ep3_stale=Counter("ep3_stale", "EP3 events ignored because their seq was not above the last applied",
                           namespace=n, registry=inner),
         events_emitted=Counter("events_emitted", "Events emitted (every version), per type and class",
@@ -227,6 +232,7 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
     m.build_info.info({"version": __version__, "engine": engine_build()})
     for feed in feeds:
         m.records_consumed.labels(feed=feed)
+        m.input_lost.labels(feed=feed)
         m.consumer_lag.labels(feed=feed)
         for reason in DEAD_LETTER_REASONS:
             m.dead_letters.labels(feed=feed, reason=reason)

@@ -11,6 +11,8 @@
   (raises if a delivery failed) and hands back the highest acknowledged offset per partition.
 - `GlobalReader` reads *all* partitions of the marks and instruments topics, with no consumer group
   (every worker needs all of them), and can seek a partition back when a restored engine needs it.
+  A read from an offset the broker no longer holds (deleted by retention) restarts the partition
+  at its earliest offset and is reported to `InputLoss` (see `streams.agents.loss`).
 
 SASL/SSL settings pass through `client_config`; secrets never appear in logs.
 """
@@ -20,12 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.agents.loss import InputLoss
 from streams.codec import EventCodec
 from streams.config import Settings
 from streams.core.events import EVENT_TYPES, Event
@@ -162,18 +165,24 @@ class ChangelogWriter:
 class GlobalReader:
     """All partitions of the global topics, no group, from the beginning (see module docstring)."""
 
-    def __init__(self, s: Settings, topics: Iterable[str]) -> None:
+    def __init__(self, s: Settings, topics: Iterable[str], loss: InputLoss | None = None) -> None:
         self.topics = list(topics)
+        self.loss = loss or InputLoss()
+        # "error": an out-of-range read comes back as an error naming the offset, instead of a
+        # silent reset (the only trace of which would be a log line of librdkafka's)
         self._consumer = Consumer({**client_config(s), "group.id": f"{s.group_id}-globals",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   "enable.auto.commit": False, "auto.offset.reset": "error",
                                    "enable.partition.eof": False})
         self.assigned: set[tuple[str, int]] = set()
 
-    def refresh(self, timeout: float = 5.0) -> list[tuple[str, int]]:
-        """Assign partitions that appeared (topic created, partitions added) from the beginning;
-        returns them."""
+    def refresh(self, start_at: Callable[[str, int], int] | None = None, timeout: float = 5.0
+                ) -> list[tuple[str, int]]:
+        """Assign partitions that appeared (topic created, partitions added), each from the offset
+        `start_at` gives (the engines' restored cursors), from the beginning if that is 0; returns
+        them. An offset the broker no longer holds is reported to `loss` once read (see `poll`)."""
         meta = self._consumer.list_topics(timeout=timeout)
-        new = [TopicPartition(t, p, OFFSET_BEGINNING) for t in self.topics if t in meta.topics
+        new = [TopicPartition(t, p, (start_at(t, p) if start_at else 0) or OFFSET_BEGINNING)
+               for t in self.topics if t in meta.topics
                for p in meta.topics[t].partitions if (t, p) not in self.assigned]
         if new:
             self._consumer.incremental_assign(new)
@@ -183,12 +192,23 @@ class GlobalReader:
     def poll(self, max_records: int = 50_000) -> dict[tuple[str, int], list[Raw]]:
         out: dict[tuple[str, int], list[Raw]] = defaultdict(list)
         for msg in self._consumer.consume(max_records, 0):
-            if msg.error():
-                log.warning("global reader: %s", msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._AUTO_OFFSET_RESET:
+                    self._restart(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
+                else:
+                    log.warning("global reader: %s", err)
                 continue
             tp = (str(msg.topic()), int(msg.partition() or 0))
             out[tp].append((int(msg.offset() or 0), msg.timestamp()[1], msg.key(), msg.value()))
         return out
+
+    def _restart(self, topic: str, partition: int, offset: int) -> None:
+        """Reading `topic[partition]` at `offset` failed: the broker no longer holds it. Go on from
+        the earliest offset it holds (a seek is refused in this state: assign it anew)."""
+        self.loss.reset(topic, partition, offset)
+        self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+        self._consumer.incremental_assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
 
     def highwater(self, topic: str, partition: int) -> int | None:
         """The last known end offset (from fetch responses, no request), None if unknown yet."""

@@ -11,7 +11,9 @@ costly) write a checkpoint to the state table and submit it to the commit gate. 
   recovered table; re-delivered records (Faust seeks to the committed offsets) are ignored;
 - offsets are committed only through the commit gate (see `streams.worker.commit`);
 - a record that can't be decoded or violates the contract goes to the dead-letter topic, is counted
-  and is committed like any other: the worker never stops on input.
+  and is committed like any other: the worker never stops on input;
+- input the broker deleted before the worker read it (a position below the log start, reset to the
+  earliest offset held) is counted (`divmon_input_lost_records_total`) and logged with its offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from streams import metrics as metrics_mod
 from streams.agents.app import TABLE, TableStore, create_app, revoke_wait_s
 from streams.agents.kafka_io import ChangelogWriter, GlobalReader, Outputs, ensure_topics, output_topics
+from streams.agents.loss import InputLoss, Lost, OffsetResetWatch
 from streams.agents.router import Router, WorkerMetrics
 from streams.codec import EventCodec, SchemaIds, input_codecs
 from streams.commands._options import engine_config
@@ -127,6 +130,7 @@ class Worker:
         self.sink = BatchingSink(sink, max_rows=s.sink_batch_rows, max_ms=s.sink_batch_ms)
         self.outputs: Outputs | None = None
         self.reader: GlobalReader | None = None
+        self.loss = InputLoss()  # input deleted by the broker before it was read (see streams.agents.loss)
         self.gate: CommitGate | None = None
         self._assigned: set[int] = set()
         self._warming: bool | None = None
@@ -145,6 +149,7 @@ class Worker:
         from faust.worker import Worker as FaustWorker
 
         tune_gc()
+        OffsetResetWatch(self.loss).install()  # before Faust's consumer starts fetching
         FaustWorker(self.app, loglevel=logging.getLevelName(logging.getLogger().level).lower(),
                     quiet=True).execute_from_commandline()
 
@@ -159,7 +164,7 @@ class Worker:
         await loop.run_in_executor(None, self.sink.setup)
         self.outputs = Outputs(self.s, self.event_codec)
         self.store.writer = ChangelogWriter(self.s, self.table.changelog_topic.get_topic_name())
-        self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS])
+        self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS], self.loss)
         self.gate = CommitGate(self.sink, self.outputs.flush, self._write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
@@ -323,19 +328,31 @@ class Worker:
 
     def _ingest(self, topic: str, partition: int, raws: list[Any], now: float) -> None:
         assert self.outputs is not None
+        if raws:
+            lost = self.loss.arrived(topic, partition, raws[0][0])
+            if lost is not None:
+                self._lost(lost)
         self.metrics.consumed(self.pipeline.feed_of[topic].value, len(raws))
         for dead in self.pipeline.ingest(topic, partition, raws, now):
             log.warning("dead letter: %s[%d]@%d: %s", dead.topic, dead.partition, dead.offset, dead.reason)
             self.outputs.dead_letter(dead)
             self.metrics.dead_letter(dead)
 
+    def _lost(self, lost: Lost) -> None:
+        feed = self.pipeline.feed_of[lost.topic]
+        log.warning("input lost: %s[%d] offsets %d to %d (%d records) were deleted by the broker before this "
+                    "worker read them (retention shorter than its lag); verdicts for the accounts they "
+                    "concerned may be wrong", lost.topic, lost.partition, lost.first, lost.resumed - 1, lost.records)
+        self.metrics.m.input_lost.labels(feed=feed.value).inc(lost.records)
+
     def _read_globals(self, now: float) -> None:
         reader = self.reader
         assert reader is not None
         if len(reader.assigned) < 2 or now >= self._next_refresh:
             self._next_refresh = now + 10_000
-            for topic, partition in reader.refresh():
-                self.pipeline.declare(topic, partition, now)
+            start_at = self.pipeline.global_start
+            for topic, partition in reader.refresh(start_at):
+                self.pipeline.declare(topic, partition, now, start_at(topic, partition))
         for key, offset in self.pipeline.rewinds().items():
             feed_value, part = key.rsplit("/", 1)
             log.info("re-reading %s from offset %d for a restored engine", key, offset)
@@ -373,6 +390,8 @@ class Worker:
         abandoned and every engine is dropped: engines would be ahead of the stored state, so they
         are restored from it and re-fed from the committed offsets instead."""
         self.router.clear()
+        for tp in revoked:
+            self.loss.forget(tp.topic, tp.partition)
         consumer: Any = self.app.consumer
         gate = self.gate
         if gate is not None and self.pipeline.engines and not self._warming:

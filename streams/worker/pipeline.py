@@ -148,13 +148,20 @@ class Pipeline:
 
     # --- input -----------------------------------------------------------------------------------
 
-    def declare(self, topic: str, partition: int, now: float) -> GlobalLog:
+    def global_start(self, topic: str, partition: int) -> int:
+        """Where a global partition must be read from for the engines there are: the lowest cursor
+        they restored for it (0 if one has none: from the beginning, whatever the broker holds)."""
+        key = f"{self.feed_of[topic].value}/{partition}"
+        return min((pe.cursors.get(key, 0) for pe in self.engines.values()), default=0)
+
+    def declare(self, topic: str, partition: int, now: float, start: int = 0) -> GlobalLog:
         """A global (marks/instruments) partition exists: from now on every engine waits for it
-        (until it is idle) before moving event time, even before its first record arrives."""
+        (until it is idle) before moving event time, even before its first record arrives. Its log
+        holds entries from `start` on (where the reader starts it: see `global_start`)."""
         key = f"{self.feed_of[topic].value}/{partition}"
         log = self.logs.get(key)
         if log is None:
-            log = self.logs[key] = GlobalLog(0, now)
+            log = self.logs[key] = GlobalLog(start, now)
             for pe in self.engines.values():
                 pe.add_global(key, log)
         return log

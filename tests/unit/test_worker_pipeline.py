@@ -157,6 +157,33 @@ def test_restore_after_a_crash_resumes_from_committed_offsets(tape: list[TapeRec
         dict.fromkeys(restored.engines, 0)
 
 
+def test_restored_engines_need_the_shared_logs_only_from_their_lowest_cursor(
+        tape: list[TapeRecord], expected: dict[str, dict[str, object]]) -> None:
+    """The worker starts reading a shared log at `global_start` (the lowest cursor its engines
+    restored), not at the beginning: so a restart re-reads none of the history, and a cursor the
+    broker no longer holds is a read out of range, which the worker counts as lost input. Fed from
+    there, the restored engines still give the replay's verdicts."""
+    topics = to_topics(tape)
+    store = DictStore()
+    first, cp, _ = drive(new_pipeline(store), topics, dict.fromkeys(topics, 0), 20, stop_after=30)
+    assert cp is not None
+    restored = new_pipeline(store)
+    for p in range(PARTITIONS):
+        restored.engine(p, 0.0)
+    assert restored.global_start("instruments", 0) == min(pe.cursors["instruments/0"]
+                                                          for pe in restored.engines.values())
+    starts = {tp: restored.global_start(*tp) for tp in topics if tp[0] in ("marks", "instruments")}
+    assert 0 < starts[("marks", 0)] < len(topics[("marks", 0)])  # mid-log: the history before is not needed
+    for (topic, partition), offset in starts.items():
+        restored.declare(topic, partition, 0.0, offset)
+    start = {tp: starts.get(tp, cp.offsets.get(tp, 0)) for tp in topics}
+    second, _, _ = drive(restored, topics, start, 20)
+    assert verdicts(latest(first + second)) == expected
+    assert {p: pe.engine.stats["late_records"] for p, pe in restored.engines.items()} == \
+        dict.fromkeys(restored.engines, 0)
+    assert new_pipeline(DictStore()).global_start("marks", 0) == 0  # no engine: from the beginning
+
+
 def test_partial_checkpoint_does_not_apply_fills_twice(tape: list[TapeRecord],
                                                        expected: dict[str, dict[str, object]]) -> None:
     """Accounts written by a checkpoint whose meta row never landed skip what they already hold."""
