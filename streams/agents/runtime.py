@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -62,6 +63,10 @@ GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetchin
 # fetch_max_wait_ms 1,500, so a running consumer thread reports on every assigned partition at least
 # that often, records or not.
 FETCH_FRESH_MS = 3_000
+# listing the shared topics' partitions (see `_read_globals`): how long the loop waits for the
+# broker's answer, and when it asks again after none came
+REFRESH_TIMEOUT_S = 2.0
+REFRESH_RETRY_MS = 5_000
 # CPython's cyclic GC in the worker process (see `tune_gc`): a young collection every 50,000 net
 # container allocations instead of 700; the older generations keep CPython's ratios
 GC_THRESHOLDS = (50_000, 10, 10)
@@ -348,11 +353,22 @@ class Worker:
     def _read_globals(self, now: float) -> None:
         reader = self.reader
         assert reader is not None
-        if len(reader.assigned) < 2 or now >= self._next_refresh:
-            self._next_refresh = now + 10_000
+        if now >= self._next_refresh:
+            # new partitions of the shared topics are looked for every 10 s; every second while a
+            # topic has none yet (created after the worker started); a broker that does not answer
+            # (an outage) is asked again later, never fatal: a worker that stopped on it would
+            # drop its engines and restore them, for nothing
             start_at = self.pipeline.global_start
-            for topic, partition in reader.refresh(start_at):
-                self.pipeline.declare(topic, partition, now, start_at(topic, partition))
+            try:
+                new = reader.refresh(start_at, timeout=REFRESH_TIMEOUT_S)
+            except KafkaException as exc:
+                log.warning("shared topics not listed (broker unavailable?), again in %d s: %s",
+                            REFRESH_RETRY_MS // 1000, exc)
+                self._next_refresh = now + REFRESH_RETRY_MS
+            else:
+                for topic, partition in new:
+                    self.pipeline.declare(topic, partition, now, start_at(topic, partition))
+                self._next_refresh = now + (10_000 if {t for t, _ in reader.assigned} >= set(reader.topics) else 1_000)
         for key, offset in self.pipeline.rewinds().items():
             feed_value, part = key.rsplit("/", 1)
             log.info("re-reading %s from offset %d for a restored engine", key, offset)

@@ -160,6 +160,21 @@ class KafkaBroker:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
+    def restart(self, down_s: float = 0.0, crash: bool = True) -> None:
+        """Take the broker down (SIGKILL if `crash`, else a clean shutdown) and start it again after
+        `down_s` on the same ports and data; return once it serves metadata again."""
+        proc, workdir = self._proc, self.workdir
+        if proc is None or workdir is None:
+            raise KafkaBrokerError("broker is not started")
+        if crash:
+            proc.kill()
+        else:
+            proc.terminate()
+        proc.wait(timeout=30)
+        time.sleep(down_s)
+        self._launch(workdir / "server.properties")
+        self._wait_ready(time.monotonic() + self.start_timeout)
+
     def __enter__(self) -> KafkaBroker:
         return self.start()
 

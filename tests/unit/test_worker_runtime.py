@@ -465,3 +465,32 @@ def test_an_account_input_is_caught_up_only_on_a_recent_fetch_response(
     worker._mark_caught_up()
     assert pe.lanes[Feed.FILLS].caught_up is caught_up
     assert FETCH_FRESH_MS < 10_000
+
+
+def test_a_broker_that_does_not_answer_the_shared_topics_listing_is_asked_again_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The shared topics are listed every 10 s from the event loop. During a broker outage the
+    listing raised, and the worker crashed (found by the broker-outage test): now it logs, asks
+    again 5 s later, and reads on once the broker answers."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    worker = new_worker(tmp_path, topic_marks="m", topic_instruments="i")
+    answers: list[Any] = [KafkaException(KafkaError(KafkaError._TRANSPORT)), [("m", 0), ("i", 0)]]
+    assigned: set[tuple[str, int]] = set()
+
+    def refresh(start_at: Any, timeout: float) -> list[tuple[str, int]]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assigned.update(answer)
+        return list(answer)
+
+    worker.reader = SimpleNamespace(refresh=refresh, assigned=assigned, topics=["m", "i"],  # type: ignore[assignment]
+                                    poll=dict, rewind=None)
+    worker._read_globals(1_000.0)
+    assert "shared topics not listed" in caplog.text and worker.pipeline.logs == {}
+    worker._read_globals(3_000.0)  # not yet asked again
+    assert len(answers) == 1
+    worker._read_globals(6_000.0)
+    assert set(worker.pipeline.logs) == {"marks/0", "instruments/0"} and answers == []
+    assert worker._next_refresh == 16_000.0  # both topics found: next look in 10 s

@@ -1,0 +1,91 @@
+"""A worker rides out its broker going down mid-stream: the broker (its own, not the session's) is
+killed with SIGKILL while the worker works through a backlog and comes back 10 s later on the same
+port and data. The worker neither crashes nor runs event time ahead while it can't fetch (an
+account input counts as caught up only on a recent fetch response): it ends with the replay's
+verdicts, nothing applied late, every input offset committed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.worker.synth import traffic
+from tests.integration.worker_support import (
+    Names,
+    commits_ahead_of_state,
+    committed,
+    create_inputs,
+    diff_summary,
+    emitted,
+    expected,
+    final,
+    high_watermarks,
+    late_records,
+    produce,
+    start_worker,
+    stop,
+    wait_for,
+)
+from tests.support.kafka_broker import KafkaBroker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_worker_rides_out_a_broker_crash(tmp_path: Path) -> None:
+    with KafkaBroker() as broker:
+        bootstrap = broker.bootstrap
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+
+        def create(topic: str, partitions: int = 1, config: dict[str, str] | None = None) -> list[str]:
+            admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
+            return [topic]
+
+        names = Names()
+        create_inputs(create, names)
+        records = traffic(n_accounts=24, n_fills=900, seed=29)
+        want = expected(records)
+        third = len(records) // 3
+        produce(bootstrap, names, records[:third])
+        log = tmp_path / "worker.log"
+        proc = start_worker(bootstrap, names, log)
+        rows: list[dict[str, object]] = []
+        try:
+            wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, "the worker to be warm")
+            ends = high_watermarks(bootstrap, names)
+            wait_for(lambda: committed(bootstrap, names) == ends, 90, "the first third to be committed")
+            produce(bootstrap, names, records[third:2 * third])
+            # down while the worker has the second third to work through, back after 10 s; the last
+            # third is produced once it is back (a producer outside the outage)
+            crashed = threading.Event()
+
+            def crash() -> None:
+                broker.restart(down_s=10, crash=True)
+                crashed.set()
+
+            restarter = threading.Thread(target=crash)
+            restarter.start()
+            restarter.join(120)
+            assert crashed.is_set(), "the broker did not come back"
+            assert proc.poll() is None, log.read_text()[-3000:]
+            produce(bootstrap, names, records[2 * third:])
+
+            def converged() -> bool:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                nonlocal rows
+                rows = emitted(bootstrap, names)
+                return final(rows) == want
+
+            try:
+                wait_for(converged, 180, "the verdicts after the outage to equal the replay's", step=2)
+            except AssertionError as exc:
+                raise AssertionError(diff_summary(final(rows), want, [log])) from exc  # type: ignore[arg-type]
+            ends = high_watermarks(bootstrap, names)
+            wait_for(lambda: committed(bootstrap, names) == ends, 60, "every offset to be committed")
+            assert commits_ahead_of_state(bootstrap, names) == []
+            wait_for(lambda: bool(late_records(log)), 30, "a status line")
+            assert set(late_records(log).values()) == {0}, late_records(log)
+        finally:
+            stop(proc)
