@@ -163,7 +163,7 @@ class TableStore:
     async def _durable(self) -> None:
         """Every row written so far is acknowledged; their offsets become the store's persisted ones."""
         assert self.writer is not None
-        acked = await asyncio.get_running_loop().run_in_executor(None, self.writer.flush)
+        acked = await asyncio.get_running_loop().run_in_executor(None, self.writer.deliver)
         # only for partitions still ours: a revoked partition's store may be gone, and an offset
         # written into a fresh one would make a later owner skip the rows it lacks
         owned = {tp.partition for tp in self.table.app.consumer.assignment() if tp.topic == self.source_topic}

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -76,6 +76,32 @@ def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | No
             producer.poll(0.05)
 
 
+# how long `patiently` waits for a producer's flush before it logs that deliveries are still pending
+DELIVERY_STEP_S = 10.0
+T = TypeVar("T")
+
+
+class Undelivered(KafkaException):
+    """A flush timed out with messages still in flight (librdkafka is still retrying them)."""
+
+
+def patiently(flush: Callable[[], T], what: str, step: float) -> T:
+    """`flush()` until it returns, through any number of `Undelivered` (a warning after each).
+
+    While the brokers are unreachable librdkafka keeps every message and retries it until
+    `message.timeout.ms` (5 minutes by default), then reports it failed: that failure raises here.
+    Before, the commit gate gave up after one 60 s flush and the worker stopped, so an outage of
+    a minute took the worker down while librdkafka would still have delivered everything."""
+    waited = 0.0
+    while True:
+        try:
+            return flush()
+        except Undelivered as exc:
+            waited += step
+            log.warning("%s: not all delivered after %.0f s (brokers unavailable?), still trying: %s",
+                        what, waited, exc)
+
+
 class Outputs:
     """See the module docstring."""
 
@@ -116,10 +142,18 @@ class Outputs:
         self._produce(self.dead_topic, d.key, d.value, headers)
 
     def flush(self, timeout: float = 60.0) -> None:
+        """Wait up to `timeout` for everything produced so far to be delivered. Raises KafkaException
+        naming a delivery failure, or `Undelivered` if messages are still in flight at `timeout`."""
         left = self._producer.flush(timeout)
-        if left or self.errors:
+        if self.errors:
             errors, self.errors = self.errors, []
             raise KafkaException(f"output producer: {left} undelivered, errors: {errors[:3]}")
+        if left:
+            raise Undelivered(f"output producer: {left} undelivered, errors: []")
+
+    def deliver(self, step: float = DELIVERY_STEP_S) -> None:
+        """`flush` for as long as the brokers take (the commit gate's): see `patiently`."""
+        patiently(lambda: self.flush(step), "output producer", step)
 
 
 class ChangelogWriter:
@@ -152,14 +186,23 @@ class ChangelogWriter:
 
     def flush(self, timeout: float = 60.0) -> dict[int, int]:
         """Wait until every row written so far is acknowledged; returns the highest acknowledged
-        offset per partition since the last flush. Thread-safe (the commit gate runs it in a thread)."""
+        offset per partition since the last flush. Thread-safe (the commit gate runs it in a thread).
+        Raises KafkaException naming a delivery failure, or `Undelivered` if rows are still in
+        flight at `timeout` (the offsets acknowledged meanwhile are then kept for the next call)."""
         with self._lock:
             left = self._producer.flush(timeout)
             errors, self.errors = self.errors, []
+            if errors:
+                self._acked = {}
+                raise KafkaException(f"changelog producer: {left} undelivered, errors: {errors[:3]}")
+            if left:
+                raise Undelivered(f"changelog producer: {left} undelivered, errors: []")
             acked, self._acked = self._acked, {}
-        if left or errors:
-            raise KafkaException(f"changelog producer: {left} undelivered, errors: {errors[:3]}")
         return acked
+
+    def deliver(self, step: float = DELIVERY_STEP_S) -> dict[int, int]:
+        """`flush` for as long as the brokers take (the commit gate's): see `patiently`."""
+        return patiently(lambda: self.flush(step), "changelog producer", step)
 
 
 class GlobalReader:

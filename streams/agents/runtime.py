@@ -170,7 +170,7 @@ class Worker:
         self.outputs = Outputs(self.s, self.event_codec)
         self.store.writer = ChangelogWriter(self.s, self.table.changelog_topic.get_topic_name())
         self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS], self.loss)
-        self.gate = CommitGate(self.sink, self.outputs.flush, self._write_state, consumer.mark_safe,
+        self.gate = CommitGate(self.sink, self.outputs.deliver, self._write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
     async def _main(self) -> None:

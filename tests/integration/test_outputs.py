@@ -3,6 +3,7 @@ something produced before it was not delivered, so the commit gate never marks t
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -100,9 +101,31 @@ def test_changelog_rows_arrive_in_order_and_flush_returns_their_offsets(
     writer.write(2, [(b"A1", b"four")])
     assert writer.flush(30) == {2: 2, 0: 0}
     assert writer.flush(30) == {}
+    writer.write(1, [(b"C1", b"five")])
+    assert writer.deliver() == {1: 0}
     got = read_topics(kafka_bootstrap, [topic])
     assert [(k, v) for _, k, v, _ in got if k.startswith(b"A")] == [(b"A1", b"one"), (b"A2", b"two"), (b"A1", b"four")]
     assert [(k, v) for _, k, v, _ in got if k.startswith(b"B")] == [(b"B1", b"three")]
+
+
+def test_deliver_waits_while_the_brokers_are_unreachable_and_fails_only_when_librdkafka_gives_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The commit gate's `deliver`: with no broker it keeps waiting (a warning per step), where a
+    single flush gave up after its timeout and stopped the worker; it raises once librdkafka
+    reports the message failed (message.timeout.ms), naming the failure."""
+    outputs = Outputs(_settings(UNREACHABLE, "outputs"), EventCodec(), {"message.timeout.ms": 2500, "log_level": 0})
+    outputs.dead_letter(_dead_letter(b"v"))
+    began = time.monotonic()
+    with pytest.raises(KafkaException, match=r"errors: \[.*_MSG_TIMED_OUT"):
+        outputs.deliver(step=0.5)
+    assert time.monotonic() - began >= 2.0
+    assert "output producer: not all delivered after 1 s (brokers unavailable?), still trying" in caplog.text
+    writer = ChangelogWriter(_settings(UNREACHABLE, "changelog"), "state-changelog",
+                             {"message.timeout.ms": 2500, "log_level": 0})
+    writer.write(0, [(b"A1", b"v")])
+    with pytest.raises(KafkaException, match=r"errors: \[.*_MSG_TIMED_OUT"):
+        writer.deliver(step=0.5)
+    assert "changelog producer: not all delivered after 1 s" in caplog.text
 
 
 def test_changelog_flush_raises_when_rows_are_not_delivered() -> None:

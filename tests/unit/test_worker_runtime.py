@@ -286,7 +286,7 @@ class _Writer:
     def write(self, partition: int, rows: Any) -> None:
         self.rows.extend((partition, k, v) for k, v in rows)
 
-    def flush(self) -> dict[int, int]:
+    def deliver(self) -> dict[int, int]:
         self.flushed = len(self.rows)
         acked: dict[int, int] = {}
         for offset, (partition, _, _) in enumerate(self.rows):
@@ -297,7 +297,7 @@ class _Writer:
 def test_state_rows_go_to_the_store_and_the_writer_and_offsets_persist_only_for_owned_partitions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`TableStore.write` with a writer: the rows are in the local store at once, in the writer (the
-    changelog), and its receipt completes only after the writer's flush; the acknowledged offsets
+    changelog), and its receipt completes only after the writer has delivered them; the acknowledged offsets
     become the store's persisted ones for the partitions this worker still owns, never for one it
     lost meanwhile (a later owner would trust that offset and skip rows its store lacks)."""
     worker = new_worker(tmp_path)
