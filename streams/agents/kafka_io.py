@@ -250,8 +250,7 @@ class GlobalReader:
         """Reading `topic[partition]` at `offset` failed: the broker no longer holds it. Go on from
         the earliest offset it holds (a seek is refused in this state: assign it anew)."""
         self.loss.reset(topic, partition, offset)
-        self._consumer.incremental_unassign([TopicPartition(topic, partition)])
-        self._consumer.incremental_assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        self._assign_anew(topic, partition, OFFSET_BEGINNING)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         """The last known end offset (from fetch responses, no request), None if unknown yet."""
@@ -259,7 +258,15 @@ class GlobalReader:
         return None if high is None or high < 0 else int(high)
 
     def rewind(self, topic: str, partition: int, offset: int) -> None:
-        self._consumer.seek(TopicPartition(topic, partition, offset))
+        """Read `topic[partition]` again from `offset` (a restored engine needs it)."""
+        try:
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException:  # refused while a failed read (out of range) is not handled yet
+            self._assign_anew(topic, partition, offset)
+
+    def _assign_anew(self, topic: str, partition: int, offset: int) -> None:
+        self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+        self._consumer.incremental_assign([TopicPartition(topic, partition, offset)])
 
     def close(self) -> None:
         self._consumer.close()
