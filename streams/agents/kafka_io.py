@@ -206,7 +206,8 @@ class ChangelogWriter:
 
 
 class GlobalReader:
-    """All partitions of the global topics, no group, from the beginning (see module docstring)."""
+    """All partitions of the global topics, no group, each from where the worker's engines need it
+    (the beginning, or their restored cursors: see `refresh`); see the module docstring."""
 
     def __init__(self, s: Settings, topics: Iterable[str], loss: InputLoss | None = None) -> None:
         self.topics = list(topics)
