@@ -27,6 +27,7 @@ from tests.integration.worker_support import (
     create_inputs,
     high_watermarks,
     produce,
+    run_to_the_end,
     scrape,
     start_worker,
     stop,
@@ -103,15 +104,7 @@ def test_a_worker_counts_input_deleted_while_it_was_down(kafka_bootstrap: str, k
     half = len(records) // 2
     produce(kafka_bootstrap, names, records[:half])
     logs = [tmp_path / "run0.log", tmp_path / "run1.log"]
-
-    proc = start_worker(kafka_bootstrap, names, logs[0])
-    try:
-        wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in logs[0].read_text(), 120, "run 0 to be warm")
-        ends = high_watermarks(kafka_bootstrap, names)
-        wait_for(lambda: committed(kafka_bootstrap, names) == ends, 90, "run 0 to commit the first half")
-    finally:
-        stop(proc)
-    assert proc.returncode == 0, logs[0].read_text()[-3000:]
+    ends = run_to_the_end(kafka_bootstrap, names, logs[0], "run 0")
 
     ep3, marks = names.inputs[Feed.EP3], names.inputs[Feed.MARKS]
     ep3_read, marks_read = ends[(ep3, 0)], _end(kafka_bootstrap, marks, 0)

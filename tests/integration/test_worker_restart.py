@@ -26,6 +26,7 @@ from tests.integration.worker_support import (
     final,
     high_watermarks,
     produce,
+    run_to_the_end,
     start_worker,
     stop,
     wait_for,
@@ -47,14 +48,7 @@ def test_rocksdb_worker_restarts_on_its_own_data(kafka_bootstrap: str, kafka_top
 
     # run 0: the first half, committed to the end, then a clean stop
     produce(kafka_bootstrap, names, [r for c in chunks[:5] for r in c])
-    proc = start_worker(kafka_bootstrap, names, logs[0], env_extra=env)
-    try:
-        wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in logs[0].read_text(), 120, "run 0 to be warm")
-        half = high_watermarks(kafka_bootstrap, names)
-        wait_for(lambda: committed(kafka_bootstrap, names) == half, 90, "run 0 to commit the first half")
-    finally:
-        stop(proc)
-    assert proc.returncode == 0, logs[0].read_text()[-3000:]
+    run_to_the_end(kafka_bootstrap, names, logs[0], "run 0", env)
 
     # run 1: same data directory; the local store already holds everything the changelog does, so
     # recovery reads nothing; then SIGKILL while it works through the second half

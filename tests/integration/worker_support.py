@@ -107,6 +107,21 @@ def start_worker(bootstrap: str, names: Names, log: Path, extra: Sequence[str] =
                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def run_to_the_end(bootstrap: str, names: Names, log: Path, what: str,
+                   env_extra: dict[str, str] | None = None) -> dict[tuple[str, int], int]:
+    """Start a worker, wait until it has committed every account input to its end, stop it
+    cleanly (exit status 0); returns those ends."""
+    proc = start_worker(bootstrap, names, log, env_extra=env_extra)
+    try:
+        wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, f"{what} to be warm")
+        ends = high_watermarks(bootstrap, names)
+        wait_for(lambda: committed(bootstrap, names) == ends, 90, f"{what} to commit to the end")
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return ends
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
