@@ -15,8 +15,10 @@ Checkpoints make state and offsets agree without transactions:
 - an account is rewritten whenever a record, a timer, a revaluation or a sweep may have changed it
   (`touched`): records' accounts, events' accounts, accounts holding a repriced unvaluable symbol,
   after a sweep every account whose ledger and EP3 checksums differ, and in the next checkpoint every
-  account that a checkpoint caught with unsettled work (when every input is idle, event time stays
-  at the last instant, whose records are applied but not settled until time moves).
+  account that a checkpoint caught with unsettled work, once that work has settled (when every input
+  is idle, event time stays at the last instant, whose records are applied but not settled until
+  time moves);
+- a checkpoint of an engine that changed nothing since the last one has no rows at all.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class PartitionEngine:
                                clock_idle_ms=clock_idle_ms)
         self.skip = skip or {}
         self.touched: set[str] = set()
+        self._unsettled: set[str] = set()  # accounts written with unsettled work (see `checkpoint`)
+        self._last_meta: Any = None  # the last `meta` row cut (encoded)
         self.applied = 0
         # the engine's counters as restored: what it counted before this process took it over
         self.stats_at_start: dict[str, int] = dict(engine.stats)
@@ -175,18 +179,26 @@ class PartitionEngine:
         offsets = {f.value: o for f, o in self.commit_offsets().items()}
         rows: dict[str, Any] = {}
         accounts = self.engine.accounts
-        for account in self.touched:
+        # accounts written before with unsettled work change again when it settles: write them then
+        # (not at every checkpoint while they wait: with every input idle, event time stays at the
+        # last instant and they stay unsettled, unchanged, for as long as the inputs are quiet)
+        unsettled = set(self.engine.unsettled())
+        for account in self.touched | (self._unsettled - unsettled):
             acct = accounts.get(account)
             if acct is not None:
                 rows[account] = encode({"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)})
-        # written with their unsettled work; they change again when it settles: write them again then
-        self.touched = set(self.engine.unsettled())
+        self.touched = set()
+        self._unsettled = unsettled  # each was touched when its records were applied: written by now
         if self.skip and all(o <= offsets.get(f, 0) for ahead in self.skip.values() for f, o in ahead.items()):
             self.skip = {}
-        rows[meta_key(self.partition)] = encode({
+        meta = encode({
             "p": self.partition, "offsets": offsets, "engine": engine_to_dict(self.engine),
             "globals": {k: lane.offset for k, lane in self.globals.items()},
         })
+        # an idle engine's checkpoint changes nothing: it writes no row (a worker stopped while idle
+        # then leaves no row in flight, and its local store holds everything its changelog does)
+        if rows or meta != self._last_meta:
+            rows[meta_key(self.partition)] = self._last_meta = meta
         return rows
 
     @classmethod

@@ -264,7 +264,8 @@ class Pipeline:
         order, partitions in the order they were cut."""
         receipts: list[Any] = []
         for p, rows in cp.state.items():
-            receipts.extend(self.store.write(p, rows))
+            if rows:  # an engine that changed nothing has none
+                receipts.extend(self.store.write(p, rows))
         return receipts
 
     def pending(self) -> int:

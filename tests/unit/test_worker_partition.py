@@ -18,8 +18,9 @@ from streams.core.records import (
     RiskPosition,
     RiskSnapshot,
 )
+from streams.tapes.model import TapeRecord
 from streams.worker.globals import GlobalLog
-from streams.worker.partition import PartitionEngine
+from streams.worker.partition import PartitionEngine, meta_key
 from streams.worker.pipeline import Pipeline
 from streams.worker.synth import traffic
 from tests.support.stores import DictStore
@@ -117,3 +118,28 @@ def test_pipeline_engines_start_on_the_fast_path() -> None:
     """A fresh (or cleanly restored) engine has nothing to skip."""
     pipe: Pipeline = new_pipeline(DictStore())
     assert pipe.engine(0, 0.0).skip == {}
+
+
+def test_an_idle_engine_writes_no_rows_and_accounts_caught_unsettled_are_written_once_settled() -> None:
+    """While every input is quiet a checkpoint changes nothing, so it has no rows: idle engines
+    used to rewrite their meta row and every account of the last instant at each checkpoint (5
+    times a second in the tests), and a worker stopped while idle left rows in flight that its
+    local store lacked. Accounts whose last records were applied but not settled are written again
+    once time moves and settles them."""
+    from tests.unit.test_worker_pipeline import drive
+
+    pipe = new_pipeline(DictStore(), clock_idle_ms=10**9)  # event time never follows the wall clock
+    records = traffic(n_accounts=25, n_fills=300, seed=7)
+    last = next(r for r in reversed(records) if r.feed is Feed.FILLS)
+    fill = last.record._replace(fill_id="F-last", ts_ms=records[-1].ts_ms + 1_000)  # type: ignore[union-attr]
+    topics = to_topics([*records, TapeRecord(fill.ts_ms, Feed.FILLS, fill, "last")])  # the last instant
+    drive(pipe, topics, dict.fromkeys(topics, 0), 50)  # ends with a checkpoint of everything applied
+    assert {p: rows for p, rows in pipe.checkpoint().state.items() if rows} == {}
+    unsettled = {p: set(pe.engine.unsettled()) for p, pe in pipe.engines.items()}
+    assert any(unsettled.values())
+    for pe in pipe.engines.values():
+        pe.engine.advance(pe.engine.now + 1)  # time moves: the last instant settles
+    state = pipe.checkpoint().state
+    for p, accounts in unsettled.items():
+        assert accounts <= set(state[p]) and meta_key(p) in state[p]
+    assert {p: rows for p, rows in pipe.checkpoint().state.items() if rows} == {}
