@@ -67,10 +67,15 @@ def ensure_topics(s: Settings, partitions: int, timeout: float = 30.0) -> None:
 
 
 def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
-    """`producer.produce`, serving delivery reports while librdkafka's queue is full."""
+    """`producer.produce`, serving delivery reports while librdkafka's queue is full. Keywords
+    only when there are some: `headers=None` alone cost ~0.5 µs a message (confluent-kafka parses
+    keywords with a format string; ~1.3 instead of ~0.8 µs a produce), a tenth of an event's output."""
     while True:
         try:
-            producer.produce(topic, value, key, **kwargs)
+            if kwargs:
+                producer.produce(topic, value, key, **kwargs)
+            else:
+                producer.produce(topic, value, key)
             return
         except BufferError:
             producer.poll(0.05)
@@ -123,23 +128,19 @@ class Outputs:
         if err is not None:
             self.errors.append(str(err))
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        produce(self._producer, topic, key, value, headers=headers)
-
     def events(self, events: Iterable[Event]) -> None:
-        encode, topics = self.codec.encode_event, self.topics
+        encode, topics, producer = self.codec.encode_event, self.topics, self._producer
         for ev in events:
             key: str = getattr(ev, "account_id", None) or getattr(ev, "scope", None) or ""
-            self._produce(topics[ev.TYPE], key.encode(), encode(ev))
-        self._producer.poll(0)
+            produce(producer, topics[ev.TYPE], key.encode(), encode(ev))
+        producer.poll(0)
 
     def dead_letter(self, d: DeadLetter) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", d.reason.encode()), ("detail", d.detail[:500].encode()), ("feed", d.feed.value.encode()),
             ("source_topic", d.topic.encode()), ("source_partition", str(d.partition).encode()),
             ("source_offset", str(d.offset).encode())]
-        self._produce(self.dead_topic, d.key, d.value, headers)
+        produce(self._producer, self.dead_topic, d.key, d.value, headers=headers)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait up to `timeout` for everything produced so far to be delivered. Raises KafkaException
