@@ -259,8 +259,18 @@ class GlobalReader:
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
         return None if high is None or high < 0 else int(high)
 
+    def earliest(self, topic: str, partition: int, timeout: float = 5.0) -> int:
+        """The earliest offset the broker holds for `topic[partition]` (a request; raises
+        KafkaException if the broker does not answer within `timeout`)."""
+        low, _high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout,
+                                                          cached=False)
+        return int(low)
+
     def rewind(self, topic: str, partition: int, offset: int) -> None:
-        """Read `topic[partition]` again from `offset` (a restored engine needs it)."""
+        """Read `topic[partition]` again from `offset` (a restored engine needs it), from the
+        beginning if that is 0 (an engine with no cursor: whatever the broker still holds, which
+        is not a loss; a seek to 0 below the log start was reported as one)."""
+        offset = offset or OFFSET_BEGINNING
         try:
             self._consumer.seek(TopicPartition(topic, partition, offset))
         except KafkaException:  # refused while a failed read (out of range) is not handled yet

@@ -67,6 +67,16 @@ class InputLoss:
         self._counted[key] = first_offset
         return Lost(topic, partition, first, first_offset)
 
+    def skipped(self, topic: str, partition: int, first: int, resumed: int) -> Lost | None:
+        """Offsets `first` to `resumed - 1` of `topic[partition]` will never be read (known without a
+        failed fetch: see `Runtime._check_earliest`): the part not counted before, if any."""
+        key = (topic, partition)
+        first = max(first, self._counted.get(key, 0))
+        if resumed <= first:
+            return None
+        self._counted[key] = resumed
+        return Lost(topic, partition, first, resumed)
+
     def forget(self, topic: str, partition: int) -> None:
         """The partition left this worker (revoked): a reset seen for it no longer concerns it."""
         self._pending.pop((topic, partition), None)

@@ -367,15 +367,42 @@ class Worker:
                 self._next_refresh = now + REFRESH_RETRY_MS
             else:
                 for topic, partition in new:
-                    self.pipeline.declare(topic, partition, now, start_at(topic, partition))
+                    start = start_at(topic, partition)
+                    self.pipeline.declare(topic, partition, now, start)
+                    if start == 0:
+                        self._check_earliest(topic, partition)
                 self._next_refresh = now + (10_000 if {t for t, _ in reader.assigned} >= set(reader.topics) else 1_000)
         for key, offset in self.pipeline.rewinds().items():
             feed_value, part = key.rsplit("/", 1)
             log.info("re-reading %s from offset %d for a restored engine", key, offset)
-            reader.rewind(self.topics[Feed(feed_value)], int(part), offset)
+            topic = self.topics[Feed(feed_value)]
+            reader.rewind(topic, int(part), offset)
             self.pipeline.logs[key].rewind(offset, now)
+            if offset == 0:
+                self._check_earliest(topic, int(part))
         for (topic, partition), raws in reader.poll().items():
             self._ingest(topic, partition, raws, now)
+
+    def _check_earliest(self, topic: str, partition: int) -> None:
+        """A shared partition is read from the beginning (an engine has no cursor for it) while
+        other engines restored one: a cursor below the broker's earliest offset means that engine
+        skips the records in between, which retention deleted before it read them. No fetch fails
+        (the read starts at the earliest offset), so it is counted here, as `InputLoss` counts a
+        failed one. A broker that does not answer leaves it unchecked, with a warning."""
+        cursors = [c for c in self.pipeline.cursors(topic, partition) if c > 0]
+        if not cursors:
+            return
+        assert self.reader is not None
+        try:
+            earliest = self.reader.earliest(topic, partition, timeout=REFRESH_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("%s[%d]: earliest offset unknown (broker unavailable?); input deleted below it for "
+                        "restored engines (cursors %s) is not checked: %s", topic, partition, cursors, exc)
+            return
+        if cursors[0] < earliest:
+            lost = self.loss.skipped(topic, partition, cursors[0], earliest)
+            if lost is not None:
+                self._lost(lost)
 
     def _set_warming(self, warming: bool) -> None:
         if warming != self._warming:

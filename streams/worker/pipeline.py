@@ -154,6 +154,12 @@ class Pipeline:
         key = f"{self.feed_of[topic].value}/{partition}"
         return min((pe.cursors.get(key, 0) for pe in self.engines.values()), default=0)
 
+    def cursors(self, topic: str, partition: int) -> list[int]:
+        """The next offset each engine needs from a global partition, as far as it is known
+        (declared; 0 for an engine that restored no cursor for it)."""
+        log = self.logs.get(f"{self.feed_of[topic].value}/{partition}")
+        return sorted(lane.offset for lane in log.lanes) if log is not None else []
+
     def declare(self, topic: str, partition: int, now: float, start: int = 0) -> GlobalLog:
         """A global (marks/instruments) partition exists: from now on every engine waits for it
         (until it is idle) before moving event time, even before its first record arrives. Its log

@@ -88,6 +88,17 @@ def test_the_global_reader_reports_a_read_from_deleted_offsets(kafka_bootstrap: 
             for raws in reader.poll().values():
                 offsets += [r[0] for r in raws]
         assert offsets == list(range(70, 100))
+        assert reader.earliest(topic, 0) == 60
+        # re-read from 0 (an engine with no cursor): from the earliest offset held, and no loss
+        # (a seek to 0 was an out-of-range read, reported as 60 records lost)
+        assert loss.pending() == {}
+        reader.rewind(topic, 0, 0)
+        offsets = []
+        while len(offsets) < 40 and time.monotonic() < deadline:
+            for raws in reader.poll().values():
+                offsets += [r[0] for r in raws]
+        assert offsets == list(range(60, 100))
+        assert loss.pending() == {}
     finally:
         reader.close()
 

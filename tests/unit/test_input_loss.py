@@ -108,3 +108,14 @@ def test_the_watch_follows_logging_set_up_made_after_it() -> None:
         logger.removeHandler(kept)
         parent.setLevel(logging.NOTSET)
     assert logger.level == logging.NOTSET
+
+
+def test_a_gap_known_without_a_failed_read_is_counted_once_and_with_what_was_already_counted() -> None:
+    """`skipped` (a restored cursor below the broker's earliest offset) shares the count of `arrived`."""
+    loss = InputLoss()
+    assert loss.skipped("m", 0, 10, 60) == Lost("m", 0, 10, 60)
+    assert loss.skipped("m", 0, 10, 60) is None  # the same gap found again
+    assert loss.skipped("m", 0, 40, 80) == Lost("m", 0, 60, 80)  # only the part not counted
+    assert loss.skipped("m", 1, 5, 5) is None  # nothing between
+    loss.reset("m", 0, 70)
+    assert loss.arrived("m", 0, 90) == Lost("m", 0, 80, 90)

@@ -494,3 +494,64 @@ def test_a_broker_that_does_not_answer_the_shared_topics_listing_is_asked_again_
     worker._read_globals(6_000.0)
     assert set(worker.pipeline.logs) == {"marks/0", "instruments/0"} and answers == []
     assert worker._next_refresh == 16_000.0  # both topics found: next look in 10 s
+
+
+def _engine_at(worker: Worker, partition: int, cursors: dict[str, int]) -> None:
+    """An engine of `partition`, restored with these shared-log cursors."""
+    from streams.core.engine import Engine
+    from streams.worker.partition import PartitionEngine
+
+    pipe = worker.pipeline
+    pipe.engines[partition] = PartitionEngine(partition, Engine(), {}, pipe.logs, cursors, pipe.idle_ms, 0.0)
+
+
+@pytest.mark.parametrize(("earliest", "lost"), [(80, 30), (50, 0), (40, 0)])
+def test_a_restored_cursor_below_the_earliest_offset_is_counted_when_a_new_engine_reads_from_the_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, earliest: int, lost: int) -> None:
+    """A restored engine (marks cursor 50) beside one with no cursor: the shared log is read from the
+    beginning, i.e. from the earliest offset the broker holds. Records between the cursor and it
+    were deleted before the restored engine read them: they are lost, and counted, though no read
+    fails. Only there: a cursor at or above the earliest offset loses nothing."""
+    worker = new_worker(tmp_path, topic_marks="m", topic_instruments="i")
+    _engine_at(worker, 0, {"marks/0": 50})
+    _engine_at(worker, 1, {})
+    asked: list[tuple[str, int]] = []
+
+    def earliest_of(topic: str, partition: int, timeout: float) -> int:
+        asked.append((topic, partition))
+        return earliest
+
+    starts: dict[tuple[str, int], int] = {}
+
+    def refresh(start_at: Any, timeout: float) -> list[tuple[str, int]]:
+        starts.update({("m", 0): start_at("m", 0), ("i", 0): start_at("i", 0)})
+        return [("m", 0), ("i", 0)]
+
+    worker.reader = SimpleNamespace(refresh=refresh, assigned={("m", 0), ("i", 0)}, topics=["m", "i"],  # type: ignore[assignment]
+                                    poll=dict, rewind=None, earliest=earliest_of)
+    worker._read_globals(1_000.0)
+    assert starts == {("m", 0): 0, ("i", 0): 0}  # from the beginning: engine 1 has no cursor
+    assert asked == [("m", 0)]  # instruments: no engine restored a cursor, nothing to check
+    assert worker.metrics.m.input_lost.labels(feed="marks")._value.get() == lost
+    assert ("offsets 50 to 79 (30 records)" in caplog.text) is bool(lost)
+
+
+def test_a_new_engine_re_reading_a_shared_log_from_the_start_counts_what_a_restored_one_skips(
+        tmp_path: Path) -> None:
+    """The same when the log is already read from a restored cursor and an engine with none comes
+    (a partition that never had a checkpoint): re-read from the beginning, and checked."""
+    worker = new_worker(tmp_path, topic_marks="m", topic_instruments="i")
+    _engine_at(worker, 0, {"marks/0": 200})
+    rewound: list[tuple[str, int, int]] = []
+    worker.reader = SimpleNamespace(refresh=lambda start_at, timeout: [("m", 0)], assigned={("m", 0)},  # type: ignore[assignment]
+                                    topics=["m"], poll=dict, earliest=lambda t, p, timeout: 150,
+                                    rewind=lambda t, p, o: rewound.append((t, p, o)))
+    worker._read_globals(1_000.0)  # read from 200: every engine has a cursor, a failed read would say
+    assert rewound == [] and worker.metrics.m.input_lost.labels(feed="marks")._value.get() == 0
+    _engine_at(worker, 1, {})
+    worker.pipeline.engines[1].add_global("marks/0", worker.pipeline.logs["marks/0"])
+    _engine_at(worker, 2, {"marks/0": 120})  # restored in the same rebalance, behind the earliest offset
+    worker.pipeline.engines[2].add_global("marks/0", worker.pipeline.logs["marks/0"])
+    worker._read_globals(2_000.0)
+    assert rewound == [("m", 0, 0)]
+    assert worker.metrics.m.input_lost.labels(feed="marks")._value.get() == 30  # engine 2: 120 to 149
