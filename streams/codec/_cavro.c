@@ -53,6 +53,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -921,6 +922,12 @@ typedef struct {
     Py_ssize_t n;
     PyObject **names; /* attribute names, strong references */
     WNode **fields;
+    vectorcallfunc vectorcall;
+    /* where the fields of the last event class seen live (see read_field): the class (a strong
+       reference), its version tag then, and each field's slot offset */
+    PyTypeObject *slot_type;
+    unsigned int slot_version;
+    Py_ssize_t *slot_offsets;
 } Encoder;
 
 typedef struct {
@@ -1318,15 +1325,60 @@ static int write_node(const WNode *node, PyObject *v, Out *o) {
 
 /* ---- the Encoder type ------------------------------------------------------------------------ */
 
-static PyObject *Encoder_call(Encoder *self, PyObject *args, PyObject *kwargs) {
-    PyObject *event, *head;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+/* Learn where class `t` keeps every field: each name must resolve, through the class's MRO, to a
+   slot (a member descriptor of an object slot) of a class with the generic attribute lookup, so
+   that reading the slot is what getattr does. 1 when learnt (and remembered, with the class's
+   version tag, which CPython changes whenever the class or a base is modified), 0 when not. */
+static int learn_slots(Encoder *self, PyTypeObject *t) {
+    Py_CLEAR(self->slot_type);
+    if (t->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *d = _PyType_Lookup(t, self->names[i]); /* borrowed; assigns a version tag */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            return 0;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)d)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READ_RESTRICTED)) {
+            return 0;
+        }
+        self->slot_offsets[i] = member->offset;
+    }
+    if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+    Py_INCREF(t);
+    self->slot_type = t;
+    self->slot_version = t->tp_version_tag;
+    return 1;
+}
+
+/* Field i of `event` (a new reference), NULL with an exception set: from its slot when the event's
+   class is the one learnt (exactly getattr's answer, without its lookup through the MRO: ~30% of
+   the instructions of an event's encoding), else through getattr; an empty slot goes through getattr too, which raises
+   AttributeError as it should. */
+static inline PyObject *read_field(Encoder *self, PyObject *event, Py_ssize_t i, int slotted) {
+    if (slotted) {
+        PyObject *v = *(PyObject **)((char *)event + self->slot_offsets[i]);
+        if (v != NULL) {
+            return Py_NewRef(v);
+        }
+    }
+    return PyObject_GetAttr(event, self->names[i]);
+}
+
+static PyObject *Encoder_vectorcall(Encoder *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
         PyErr_SetString(PyExc_TypeError, "Encoder takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OO:Encoder", &event, &head)) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "Encoder takes 2 arguments (event, head), %zd given", nargs);
         return NULL;
     }
+    PyObject *event = args[0], *head = args[1];
     if (!PyBytes_Check(head)) {
         PyErr_Format(PyExc_TypeError, "head must be bytes, not %.100s", Py_TYPE(head)->tp_name);
         return NULL;
@@ -1339,8 +1391,14 @@ static PyObject *Encoder_call(Encoder *self, PyObject *args, PyObject *kwargs) {
     if (put_bytes(&o, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head)) < 0) {
         goto done;
     }
+    PyTypeObject *t = Py_TYPE(event);
+    int slotted = t == self->slot_type && self->slot_version == t->tp_version_tag
+                  && PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG);
+    if (!slotted) {
+        slotted = learn_slots(self, t);
+    }
     for (Py_ssize_t i = 0; i < self->n; i++) {
-        PyObject *v = PyObject_GetAttr(event, self->names[i]);
+        PyObject *v = read_field(self, event, i, slotted);
         if (v == NULL) {
             goto done;
         }
@@ -1373,8 +1431,11 @@ static void Encoder_free_fields(Encoder *self) {
     }
     PyMem_Free(self->names);
     PyMem_Free(self->fields);
+    PyMem_Free(self->slot_offsets);
+    Py_CLEAR(self->slot_type);
     self->names = NULL;
     self->fields = NULL;
+    self->slot_offsets = NULL;
     self->n = 0;
 }
 
@@ -1397,7 +1458,9 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     }
     self->names = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(PyObject *));
     self->fields = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(WNode *));
-    if (self->names == NULL || self->fields == NULL) {
+    self->slot_offsets = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(Py_ssize_t));
+    self->vectorcall = (vectorcallfunc)Encoder_vectorcall;
+    if (self->names == NULL || self->fields == NULL || self->slot_offsets == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -1433,10 +1496,11 @@ static PyTypeObject EncoderType = {
     .tp_name = "streams.codec._cavro.Encoder",
     .tp_doc = "Encoder(spec): encoder(event, head) -> head + Avro body, or None (see the source's head comment).",
     .tp_basicsize = sizeof(Encoder),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = Encoder_new,
     .tp_dealloc = (destructor)Encoder_dealloc,
-    .tp_call = (ternaryfunc)Encoder_call,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Encoder, vectorcall),
 };
 
 static struct PyModuleDef module = {

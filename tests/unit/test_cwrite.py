@@ -108,6 +108,23 @@ def test_no_reference_is_leaked_or_lost(c: ModuleType) -> None:
     assert [sys.getrefcount(x) for x in watched] == counts
 
 
+def test_fields_are_what_getattr_reads_even_after_the_class_changed(c: ModuleType) -> None:
+    """The encoder reads an event's fields straight from their slots, where it learnt them per
+    class; once a class changes (a field made a property), it reads what getattr reads again."""
+    encoder = c.Encoder(_spec_of(PositionMismatch))
+    head = _head(PositionMismatch)
+    local = dataclasses.make_dataclass("Local", [(f.name, object) for f in dataclasses.fields(PositionMismatch)],
+                                       frozen=True, slots=True)
+    event = local(**{f.name: getattr(BASE_MISMATCH, f.name) for f in dataclasses.fields(PositionMismatch)})
+    assert encoder(event, head) == encoder(BASE_MISMATCH, head) == encoder(event, head)
+    local.symbol = property(lambda self: "OTHER-PERP")
+    assert event.symbol == "OTHER-PERP"  # (a lookup gives the changed class a new version tag)
+    assert encoder(event, head) == encoder(dataclasses.replace(BASE_MISMATCH, symbol="OTHER-PERP"), head)
+    del local.symbol  # an empty slot raises as getattr does: the caller takes the reference path
+    with pytest.raises(AttributeError):
+        encoder(event, head)
+
+
 def test_long_arrays_grow_the_buffer(c: ModuleType) -> None:
     """Events far larger than the encoder's first buffer (512 bytes) come out whole."""
     flip = next(e for e in EVENTS if isinstance(e, AvailGapFlip))
