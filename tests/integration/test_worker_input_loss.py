@@ -50,6 +50,16 @@ def _end(bootstrap: str, topic: str, partition: int) -> int:
         c.close()
 
 
+def _offsets_read(reader: GlobalReader, n: int, deadline: float) -> list[int]:
+    """The offsets of the next `n` records the reader gives (fewer if `deadline` passes first)."""
+    offsets: list[int] = []
+    while len(offsets) < n and time.monotonic() < deadline:
+        for raws in reader.poll().values():
+            offsets += [r[0] for r in raws]
+        time.sleep(0.05)
+    return offsets
+
+
 def test_the_global_reader_reports_a_read_from_deleted_offsets(kafka_bootstrap: str, kafka_topics: object,
                                                               kafka_admin: AdminClient) -> None:
     """Started at an offset the broker deleted, the reader goes on from the earliest one it holds
@@ -66,12 +76,8 @@ def test_the_global_reader_reports_a_read_from_deleted_offsets(kafka_bootstrap: 
                           [topic], loss)
     try:
         assert reader.refresh(lambda t, part: 10) == [(topic, 0)]
-        offsets: list[int] = []
         deadline = time.monotonic() + 30
-        while len(offsets) < 40 and time.monotonic() < deadline:
-            for raws in reader.poll().values():
-                offsets += [r[0] for r in raws]
-            time.sleep(0.05)
+        offsets = _offsets_read(reader, 40, deadline)
         assert offsets == list(range(60, 100))
         assert loss.pending() == {(topic, 0): 10}
         assert loss.arrived(topic, 0, offsets[0]) == Lost(topic, 0, 10, 60)
@@ -83,21 +89,13 @@ def test_the_global_reader_reports_a_read_from_deleted_offsets(kafka_bootstrap: 
             failed = [m for m in reader._consumer.consume(100, 0.5) if m.error() is not None]
         assert failed and failed[0].offset() == 5
         reader.rewind(topic, 0, 70)
-        offsets = []
-        while len(offsets) < 30 and time.monotonic() < deadline:
-            for raws in reader.poll().values():
-                offsets += [r[0] for r in raws]
-        assert offsets == list(range(70, 100))
+        assert _offsets_read(reader, 30, deadline) == list(range(70, 100))
         assert reader.earliest(topic, 0) == 60
         # re-read from 0 (an engine with no cursor): from the earliest offset held, and no loss
         # (a seek to 0 was an out-of-range read, reported as 60 records lost)
         assert loss.pending() == {}
         reader.rewind(topic, 0, 0)
-        offsets = []
-        while len(offsets) < 40 and time.monotonic() < deadline:
-            for raws in reader.poll().values():
-                offsets += [r[0] for r in raws]
-        assert offsets == list(range(60, 100))
+        assert _offsets_read(reader, 40, deadline) == list(range(60, 100))
         assert loss.pending() == {}
     finally:
         reader.close()
