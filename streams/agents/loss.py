@@ -61,15 +61,12 @@ class InputLoss:
         if failed is None or first_offset < failed:
             return None
         del self._pending[key]
-        first = max(failed, self._counted.get(key, 0))
-        if first_offset <= first:
-            return None
-        self._counted[key] = first_offset
-        return Lost(topic, partition, first, first_offset)
+        return self.skipped(topic, partition, failed, first_offset)
 
     def skipped(self, topic: str, partition: int, first: int, resumed: int) -> Lost | None:
-        """Offsets `first` to `resumed - 1` of `topic[partition]` will never be read (known without a
-        failed fetch: see `Runtime._check_earliest`): the part not counted before, if any."""
+        """Offsets `first` to `resumed - 1` of `topic[partition]` will never be read (after a failed
+        fetch, or known without one: see `Worker._check_earliest`): the part not counted before, if
+        any."""
         key = (topic, partition)
         first = max(first, self._counted.get(key, 0))
         if resumed <= first:

@@ -148,23 +148,27 @@ class Pipeline:
 
     # --- input -----------------------------------------------------------------------------------
 
+    def log_key(self, topic: str, partition: int) -> str:
+        """The key of a global partition's log (and of the engines' cursors into it): "marks/0"."""
+        return f"{self.feed_of[topic].value}/{partition}"
+
     def global_start(self, topic: str, partition: int) -> int:
         """Where a global partition must be read from for the engines there are: the lowest cursor
         they restored for it (0 if one has none: from the beginning, whatever the broker holds)."""
-        key = f"{self.feed_of[topic].value}/{partition}"
+        key = self.log_key(topic, partition)
         return min((pe.cursors.get(key, 0) for pe in self.engines.values()), default=0)
 
     def cursors(self, topic: str, partition: int) -> list[int]:
         """The next offset each engine needs from a global partition, as far as it is known
         (declared; 0 for an engine that restored no cursor for it)."""
-        log = self.logs.get(f"{self.feed_of[topic].value}/{partition}")
+        log = self.logs.get(self.log_key(topic, partition))
         return sorted(lane.offset for lane in log.lanes) if log is not None else []
 
     def declare(self, topic: str, partition: int, now: float, start: int = 0) -> GlobalLog:
         """A global (marks/instruments) partition exists: from now on every engine waits for it
         (until it is idle) before moving event time, even before its first record arrives. Its log
         holds entries from `start` on (where the reader starts it: see `global_start`)."""
-        key = f"{self.feed_of[topic].value}/{partition}"
+        key = self.log_key(topic, partition)
         log = self.logs.get(key)
         if log is None:
             log = self.logs[key] = GlobalLog(start, now)
