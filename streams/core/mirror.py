@@ -64,23 +64,34 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     prev = acct.re_snapshot
     if prev is not None and snap.published_ts_ms < prev.published_ts_ms:
         return False
-    positions = snap.positions
-    new = {s: q for s, q, _ in positions}
-    new_im = {s: im for s, _, im in positions}
+    new: dict[str, Decimal] = {}
+    new_im: dict[str, Decimal | None] = {}
     old = acct.re
     dirty = acct.dirty
     if old is None:
+        for s, q, im in snap.positions:
+            new[s] = q
+            new_im[s] = im
         # first RE view: everything either side holds is newly comparable
         dirty.update(new)
         dirty.update(acct.ep3)
-    elif new != old or new_im != acct.re_im:  # an unchanged book marks nothing: skip the per-symbol scan
+    else:
+        # one pass builds the new view and marks what changed (a quantity, or an IM becoming known
+        # or unknown); symbols were unique (`checked`), so each is met once
         old_im = acct.re_im
-        for s in old:
-            if s not in new:
+        kept = 0
+        for s, q, im in snap.positions:
+            new[s] = q
+            new_im[s] = im
+            o = old.get(s)
+            if o is not None:
+                kept += 1
+            if differ(o, q) or (im is None) != (old_im.get(s) is None):
                 dirty.add(s)
-        for s, q in new.items():
-            if differ(old.get(s), q) or s not in old or (new_im[s] is None) != (old_im.get(s) is None):
-                dirty.add(s)
+        if kept != len(old):  # some symbol of the old view is not listed any more
+            for s in old:
+                if s not in new:
+                    dirty.add(s)
     acct.re = new
     acct.re_im = new_im
     acct.re_snapshot = snap

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from streams.core.engine import Engine, TimerQueue
 from streams.core.events import AvailGapFlip, PositionMismatch, Unvaluable, WitnessCheck
-from streams.core.mirror import apply_ep3
+from streams.core.mirror import apply_ep3, apply_risk
 from streams.core.params import EngineConfig
 from streams.core.records import (
     Ep3PositionEvent,
@@ -107,6 +107,38 @@ def test_stale_or_duplicate_seq_is_not_applied(seq: int) -> None:
 
 
 # --- valuation -----------------------------------------------------------------------------------
+
+
+# a RE book: symbol -> (qty, IM or None); equal quantities in other notations (1, 1.0) on purpose
+_book = st.dictionaries(st.sampled_from(["BTC", "ETH", "SOL", "XAU"]),
+                        st.tuples(st.sampled_from([D(0), D(1), D("1.0"), D(-2)]),
+                                  st.sampled_from([None, D(0), D(5), D("5.00")])), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), _book), _book, st.sampled_from([{}, {"ETH": D(1)}, {"DOGE": D(3)}]))
+def test_a_risk_snapshot_marks_every_symbol_whose_re_view_changed(old: dict | None, new: dict, held: dict) -> None:
+    """The symbols a new RE snapshot marks for comparison are exactly those whose RE quantity changed
+    (listed, unlisted, or another value) or whose IM became known or unknown; the first snapshot marks
+    everything either side holds. A symbol left out is a verdict never made."""
+    def snap(ts: int, book: dict) -> RiskSnapshot:
+        return RiskSnapshot("A", ts, tuple(RiskPosition(s, q, im) for s, (q, im) in book.items()), D(0), D(0),
+                            D(0), D(0))
+
+    acct = AccountState("A", ep3=dict(held))
+    if old is not None:
+        assert apply_risk(acct, snap(T0, old))
+    acct.dirty.clear()
+    assert apply_risk(acct, snap(T0 + 1, new))
+    if old is None:
+        want = set(new) | set(held)
+    else:
+        want = {s for s in set(old) | set(new)
+                if (s in old) != (s in new)
+                or (s in old and (old[s][0] != new[s][0] or (old[s][1] is None) != (new[s][1] is None)))}
+    assert acct.dirty == want
+    assert acct.re == {s: q for s, (q, _) in new.items()} and acct.re_im == {s: im for s, (_, im) in new.items()}
+    assert not apply_risk(acct, snap(T0, new)), "an older snapshot is not applied"
 
 
 def test_unknown_mark_makes_im_unknown_never_zero() -> None:
