@@ -14,6 +14,13 @@
  *   digest(part, ...) -> str (32 hex digits)
  *   blake2b_128_hex(data) -> str   hashlib.blake2b(data, digest_size=16).hexdigest(), for the tests
  *
+ * set_checksum(positions, keys) -- `state.checksum(positions)`, the witness sweep's set checksum:
+ * for each non-zero quantity, the symbol's 64-bit key (`keys[symbol]`, an int) xor the quantity's
+ * hash (`hash(qty)`, as its 64-bit two's complement) through the splitmix64 finalizer, summed modulo
+ * 2**64. None, to have the Python twin answer, when a symbol has no key yet (the twin makes it) or
+ * a key isn't an int below 2**64. ~0.1 instead of ~1 µs a position (compiled, the twin's 64-bit
+ * arithmetic is on boxed ints).
+ *
  * SlotBuilder(cls, names) -- `cls(*values)` for a frozen slots dataclass whose every field is
  * required and set as given (events.py's `fast_constructor` decides which classes qualify): a
  * fresh instance from `cls->tp_alloc` (no __init__, whose `object.__setattr__` per field is the
@@ -491,11 +498,54 @@ static PyTypeObject SlotBuilderType = {
     .tp_members = SlotBuilder_members,
 };
 
+/* ---- set_checksum ------------------------------------------------------------------------------ */
+
+static PyObject *set_checksum(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_checksum(positions: dict, keys: dict)");
+        return NULL;
+    }
+    PyObject *positions = args[0], *keys = args[1], *symbol, *qty;
+    Py_ssize_t pos = 0;
+    uint64_t total = 0;
+    while (PyDict_Next(positions, &pos, &symbol, &qty)) {
+        /* held while a quantity's own code (its truth, its hash) runs: that code could change the dict */
+        Py_INCREF(symbol);
+        Py_INCREF(qty);
+        int nonzero = PyObject_IsTrue(qty);
+        Py_hash_t h = nonzero > 0 ? PyObject_Hash(qty) : 0;
+        PyObject *key = nonzero > 0 && h != -1 ? PyDict_GetItemWithError(keys, symbol) : NULL;  /* borrowed */
+        Py_DECREF(symbol);
+        Py_DECREF(qty);
+        if (nonzero < 0 || h == -1 || (key == NULL && PyErr_Occurred())) {
+            return NULL;
+        }
+        if (!nonzero) {
+            continue;
+        }
+        if (key == NULL || !PyLong_CheckExact(key)) {
+            Py_RETURN_NONE;
+        }
+        uint64_t k = PyLong_AsUnsignedLongLong(key);
+        if (k == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear();  /* negative or beyond 64 bits: not a key made here */
+            Py_RETURN_NONE;
+        }
+        uint64_t x = k ^ (uint64_t)h;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+        total += x ^ (x >> 31);
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
     {"blake2b_128_hex", blake2b_128_hex, METH_O,
      "blake2b_128_hex(data) -> hashlib.blake2b(data, digest_size=16).hexdigest()"},
+    {"set_checksum", (PyCFunction)(void (*)(void))set_checksum, METH_FASTCALL,
+     "set_checksum(positions, keys) -> state.checksum(positions), or None to let it answer"},
     {NULL},
 };
 

@@ -11,10 +11,12 @@ present-and-flat. The same holds for `re` and `ledger`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
+from streams import _native
 from streams.core.records import OgMargin, RiskSnapshot
 
 # The two episode classes below are opened for every race (most of them resolve within grace), so
@@ -195,8 +197,20 @@ def position_hash(symbol: str, qty: Decimal) -> int:
 
 
 def checksum(positions: dict[str, Decimal]) -> int:
-    total = 0
+    """The set checksum of `positions`: the sum of `pos_hash` over its non-zero quantities, modulo
+    2**64. In C (`set_checksum` of streams/core/_cevents.c) while the native build runs, once every
+    symbol has its key; the loop below makes the missing keys."""
+    if _SET_CHECKSUM is not None:
+        total: int | None = _SET_CHECKSUM(positions, _SYMBOL_KEYS)
+        if total is not None:
+            return total
+    result = 0
     for s, q in positions.items():
         if q:
-            total = (total + pos_hash(s, q)) & MASK
-    return total
+            result = (result + pos_hash(s, q)) & MASK
+    return result
+
+
+_C = _native.c_module("streams.core._cevents")
+_SET_CHECKSUM: Callable[[dict[str, Decimal], dict[str, int]], int | None] | None = (
+    None if _C is None else _C.set_checksum)

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import _native
-from streams.core import events
+from streams.core import events, state
 from streams.core.events import (
     FeedHealth,
     PositionMismatch,
@@ -284,6 +284,48 @@ def test_slot_builder_refuses_layouts_it_cannot_fill(c: ModuleType, cls: Any, na
     assert c.SlotBuilder(_Two, ("b", "a"))("x", "y") == _Two("y", "x")  # any order of the class's own slots
 
 
+# --- set checksums ----------------------------------------------------------------------------------
+
+_symbols = st.sampled_from(["BTC-PERP", "ETH-PERP", "EUR-PERP", "AVAX-PERP", "é€😀"])
+_qtys = st.decimals(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [Decimal(0), Decimal("0.000"), Decimal("-0"), Decimal(62), Decimal("62.0"), Decimal("-50.5"), Decimal("1e30")])
+
+
+def _reference(positions: dict[str, Decimal]) -> int:
+    """The set checksum from its definition (the Python twin's position hash, summed mod 2**64)."""
+    return sum(state.position_hash(s, q) for s, q in positions.items() if q) % 2**64
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(_symbols, _qtys, max_size=5))
+def test_set_checksum_is_the_python_twins(c: ModuleType, positions: dict[str, Decimal]) -> None:
+    """With every symbol keyed, the C checksum is the definition's; zero quantities count for nothing."""
+    for s in positions:
+        state.position_hash(s, Decimal(1))  # makes the symbol's key
+    assert c.set_checksum(positions, state._SYMBOL_KEYS) == _reference(positions)
+    assert state.checksum(positions) == _reference(positions)  # what the sweep runs, in this build
+
+
+def test_set_checksum_leaves_to_the_twin_what_it_cannot_key(c: ModuleType) -> None:
+    """A symbol without a key, or a key that isn't an int of 64 bits, is answered None (the twin then
+    makes the key); a flat position needs no key; a quantity that can't be hashed raises its own error."""
+    one = {"NEW-PERP": Decimal(1)}
+    assert c.set_checksum(one, {}) is None
+    assert c.set_checksum({"NEW-PERP": Decimal(0)}, {}) == 0
+    for bad in (-1, 2**64, "7", 7.0, True):
+        assert c.set_checksum(one, {"NEW-PERP": bad}) is None
+    with pytest.raises(TypeError, match="signaling NaN"):
+        c.set_checksum({"X": Decimal("sNaN")}, {"X": 1})
+    with pytest.raises(TypeError, match="set_checksum"):
+        c.set_checksum([], {})
+    symbols = list(state._SYMBOL_KEYS)
+    q = Decimal(3)
+    before = [sys.getrefcount(x) for x in (q, *symbols)]
+    for _ in range(1000):
+        c.set_checksum(dict.fromkeys(symbols, q), state._SYMBOL_KEYS)
+    assert [sys.getrefcount(x) for x in (q, *symbols)] == before
+
+
 # --- what events.py runs -------------------------------------------------------------------------
 
 def test_events_runs_the_c_twins_exactly_when_the_build_runs() -> None:
@@ -294,6 +336,7 @@ def test_events_runs_the_c_twins_exactly_when_the_build_runs() -> None:
         assert (type(fn).__name__ == "SlotBuilder") is compiled, name
     assert (events.event_id is py_event_id) is not compiled
     assert (events.episode_id is py_episode_id) is not compiled
+    assert (state._SET_CHECKSUM is not None) is compiled
 
 
 def test_constructor_falls_back_when_c_refuses(c: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,7 +360,9 @@ ASAN_PROBE = """
 import dataclasses, hashlib, random, sys
 sys.path.insert(0, sys.argv[2])
 from tests.support import cnative
+from decimal import Decimal
 from streams.core.events import PositionMismatch, py_event_id
+from streams.core import state
 c = cnative.load(cnative.Path(sys.argv[1]))
 rng = random.Random(7)
 ids = c.IdDigest(py_event_id)
@@ -330,6 +375,9 @@ for n in range(int(sys.argv[3])):
     assert ids(*parts) == py_event_id(*parts)
     values = [str(i) * rng.randrange(3) for i in range(22)]
     assert build(*values) == PositionMismatch(*values)
+    book = {f"S{rng.randrange(n % 40 + 1)}": Decimal(rng.randrange(-9, 9)) for _ in range(n % 40)}
+    want = state.checksum(book)  # DIVMON_PURE: the Python twin, which also makes the keys
+    assert c.set_checksum(book, state._SYMBOL_KEYS) == want
     checked += 1
 print(checked)
 """
@@ -337,8 +385,8 @@ print(checked)
 
 @pytest.mark.slow
 def test_the_c_ids_and_constructors_stay_in_bounds_under_address_sanitizer(tmp_path: Path) -> None:
-    """Compiled with -fsanitize=address, ids over every length up to several blocks and thousands of
-    events: any access outside a buffer or an instance would abort the process."""
+    """Compiled with -fsanitize=address, ids over every length up to several blocks, thousands of
+    events and set checksums: any access outside a buffer or an instance would abort the process."""
     run = cnative.run_under_asan("_cevents", tmp_path, ASAN_PROBE, "1500")
     assert run.returncode == 0, run.stderr[-4000:]
     assert int(run.stdout.split()[-1]) == 1500
