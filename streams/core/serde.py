@@ -193,7 +193,7 @@ def engine_to_dict(e: Engine) -> dict[str, Any]:
         "source_key": list(e._source_key), "last_risk_ts": e.last_risk_ts,
         "marks": {symbol: str(price) for symbol, price in e.marks.items()},
         "instruments": {s: [str(i.contract_size), str(i.im_rate)] for s, i in e.instruments.items()},
-        "next_sweep": e._next_sweep, "minute": e._minute, "minute_counts": dict(e._minute_counts),
+        "next_sweep": e._next_sweep, "minute": e._minute, "minute_counts": e.minute_counts(),
         "stats": dict(e.stats),
     }
 
@@ -211,7 +211,7 @@ def restore_engine(cfg: EngineConfig, meta: Mapping[str, Any] | None, accounts: 
         e._next_sweep, e._minute = meta["next_sweep"], meta["minute"]
         if e._minute is not None:
             e._minute_end = e._minute + MINUTE_MS
-        e._minute_counts = {Feed(feed): n for feed, n in meta["minute_counts"].items()}
+        e.set_minute_counts({Feed(feed): n for feed, n in meta["minute_counts"].items()})
         e.stats = Tally(meta["stats"])
         if e._next_sweep is not None:
             e.schedule(e._next_sweep, witness.SWEEP_TIMER, "", "", 0)

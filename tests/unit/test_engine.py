@@ -285,6 +285,21 @@ def test_records_at_the_same_instant_are_compared_after_all_applied() -> None:
         assert d.events(PositionMismatch) == []
 
 
+def test_a_feed_given_by_its_value_is_that_feed_and_an_unknown_one_is_refused() -> None:
+    """Drivers pass `Feed` members; the feed's text (a tape's, a config's) selects the same handler and
+    counts in the same minute's feed_health row. A name that is no feed is refused, naming it."""
+    def minute(feed: object) -> list[tuple[str, int]]:
+        eng = Engine(EngineConfig())
+        eng.process(feed, T0, ep3("A", 1, T0, "SNAPSHOT", BTC="1"))  # type: ignore[arg-type]
+        eng.advance(T0 + 60_000)
+        assert eng.accounts["A"].ep3 == {"BTC": D(1)}
+        return [(e.feed, e.records) for e in eng.take_events() if e.TYPE == "feed_health"]
+
+    assert minute("ep3.positions") == minute(Feed.EP3) == [("ep3.positions", 1)]
+    with pytest.raises(ValueError, match="'ep3'"):
+        Engine(EngineConfig()).process("ep3", T0, ep3("A", 1, T0))  # type: ignore[arg-type]
+
+
 def test_late_record_is_applied_at_the_current_instant() -> None:
     """A record older than the clock is applied now (counted), never rewinding time."""
     d = Driver().at(0, Feed.RISK, risk("A", T0, BTC="1")).at(100, Feed.EP3, ep3("A", 1, T0 + 100, "SNAPSHOT", BTC="1"))
