@@ -345,7 +345,10 @@ class Engine:
     def _settle(self) -> None:
         if not self._dirty:
             return
-        dirty, self._dirty = self._dirty, {}
+        # nothing below marks an account or a symbol dirty (compare, witness and flips only read the
+        # mirrors): the dict and the sets are emptied in place, not replaced by new ones (an
+        # allocation, and a generic iterator over a set, per account and instant)
+        dirty = self._dirty
         instruments, marks, now = self.instruments, self.marks, self.now
         for acct in dirty.values():
             if acct.baseline_candidates:
@@ -353,13 +356,15 @@ class Engine:
                     witness.seed_baseline(self, acct)
                 else:
                     acct.baseline_candidates.clear()
-            if acct.dirty:
-                symbols, acct.dirty = acct.dirty, set()
+            symbols = acct.dirty
+            if symbols:
+                ordered = [symbols.pop()] if len(symbols) == 1 else sorted(symbols)
+                symbols.clear()
                 # local names for what the loop reads per symbol; the calls below mutate these
                 # dicts in place but never replace them
                 re, ledger, ep3, re_im = acct.re, acct.ledger, acct.ep3, acct.re_im
                 mismatches, anomalies, unvaluable = acct.mismatches, acct.anomalies, acct.unvaluable
-                for symbol in sorted(symbols) if len(symbols) > 1 else symbols:
+                for symbol in ordered:
                     # the cheap checks here skip the calls whenever nothing can change (the common case)
                     e = ep3.get(symbol) or ZERO
                     if re is not None and (differ(re.get(symbol) or ZERO, e) or symbol in mismatches):
@@ -372,6 +377,7 @@ class Engine:
             if acct.margin_dirty:
                 acct.margin_dirty = False
                 compare.check_flips(self, acct)
+        dirty.clear()
 
     def _fire(self, deadline: int, kind: int, account_id: str, symbol: str, first_seen: int) -> None:
         if kind == witness.SWEEP_TIMER:
