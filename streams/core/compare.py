@@ -11,14 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
-from streams.core.events import (
-    AvailGapFlip,
-    PositionMismatch,
-    episode_id,
-    event_id,
-    new_position_mismatch,
-    new_unvaluable,
-)
+from streams.core import events
+from streams.core.events import AvailGapFlip, PositionMismatch, event_id, new_unvaluable
 from streams.core.state import AccountState, FlipEpisode, MismatchEpisode, UnvaluableEpisode, awaiting_confirmation
 from streams.core.valuation import ZERO, differ, im_delta, position_im, unvaluable_reason
 
@@ -26,6 +20,10 @@ if TYPE_CHECKING:
     from streams.core.engine import Engine
 
 MISMATCH_TIMER: Final = 0
+# what each mismatch event is made with (events.py, interpreted, picks the C ones): Final, compiled,
+# a C static read per call instead of a lookup in this module's globals
+_episode_id: Final = events.episode_id
+_new_position_mismatch: Final = events.new_position_mismatch
 
 
 def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
@@ -44,7 +42,7 @@ def compare_symbol(eng: Engine, acct: AccountState, symbol: str) -> None:
                 return
             ep = MismatchEpisode("", symbol, now, eng.source_for(acct))
             acct.mismatches[symbol] = ep  # the id is made when first emitted: most episodes are races
-            eng.schedule(now + eng.cfg.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, now)
+            eng.schedule(now + eng.grace_ms, MISMATCH_TIMER, acct.account_id, symbol, now)
         _observe(eng, acct, ep, e, r, now)
     elif ep is not None:
         del acct.mismatches[symbol]
@@ -99,9 +97,9 @@ def mismatch_event(eng: Engine, acct: AccountState, ep: MismatchEpisode, state: 
                    version: int) -> PositionMismatch:
     snap = ep.re_snapshot
     if not ep.event_id:
-        ep.event_id = episode_id(eng.cfg.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
-    return new_position_mismatch(
-        ep.event_id, version, eng.cfg.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
+        ep.event_id = _episode_id(eng.env, "position_mismatch", acct.account_id, ep.symbol, ep.first_seen)
+    return _new_position_mismatch(
+        ep.event_id, version, eng.env, ep.source, acct.account_id, ep.symbol, state,  # type: ignore[arg-type]
         ep.cls, ep.ep3_qty, ep.re_qty, (ep.ep3_qty or ZERO) - (ep.re_qty or ZERO),  # type: ignore[arg-type]
         ep.first_seen, ep.confirmed, resolved, ep.fresher, ep.mark, ep.im_delta,  # type: ignore[arg-type]
         snap.equity if snap else None, ep.snapshot_age_ms, snap.im_total if snap else None,

@@ -42,7 +42,7 @@ Timer = tuple[int, int, str, str, int]  # deadline, kind, account_id, symbol, fi
 # read and boxed again at every compare or return (~3 µs a timer); a variable-length one stays a tuple
 _Queued = tuple[Any, ...]
 # stats keys per apply_ep3 outcome: built once (a key made by concatenation is a new string, hashed anew)
-_EP3_STATS = {kind: "ep3_" + kind for kind in ("stale", "bookmark", "snapshot", "update")}
+_EP3_STATS: Final = {kind: "ep3_" + kind for kind in ("stale", "bookmark", "snapshot", "update")}
 # the feeds, for `process` to dispatch on by identity (Final: compiled, each is a C static, not a lookup)
 _EP3: Final = Feed.EP3
 _RISK: Final = Feed.RISK
@@ -118,6 +118,10 @@ class TimerQueue:
 class Engine:
     def __init__(self, cfg: EngineConfig | None = None) -> None:
         self.cfg = cfg or EngineConfig()
+        # what the comparisons read per episode, as native attributes (the config is a frozen
+        # dataclass: compiled, each read of one of its fields is a generic attribute lookup)
+        self.env = self.cfg.env
+        self.grace_ms = self.cfg.grace_ms
         self.accounts: dict[str, AccountState] = {}
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}

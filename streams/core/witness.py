@@ -66,7 +66,7 @@ def compare_ledger(eng: Engine, acct: AccountState, symbol: str, at: int) -> Non
             # the id is computed when first emitted: most pending disagreements are races that never are
             ep = AnomalyEpisode("", symbol, at, eng.source_for(acct))
             acct.anomalies[symbol] = ep
-            eng.schedule(at + eng.cfg.grace_ms, ANOMALY_TIMER, acct.account_id, symbol, at)
+            eng.schedule(at + eng.grace_ms, ANOMALY_TIMER, acct.account_id, symbol, at)
         ep.ledger_qty, ep.ep3_qty = lq, eq
     elif ep is not None:
         del acct.anomalies[symbol]
@@ -93,9 +93,9 @@ def confirm_anomaly(eng: Engine, acct: AccountState, symbol: str, first_seen: in
 def _emit_anomaly(eng: Engine, acct: AccountState, ep: AnomalyEpisode, state: str, resolved: int | None) -> None:
     ep.version += 1
     if not ep.event_id:
-        ep.event_id = episode_id(eng.cfg.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
+        ep.event_id = episode_id(eng.env, "witness_check", acct.account_id, ep.symbol, ep.first_seen)
     eng.emit(new_witness_check(
-        ep.event_id, ep.version, eng.cfg.env, ep.source, "anomaly", ep.first_seen, acct.account_id, ep.symbol,
+        ep.event_id, ep.version, eng.env, ep.source, "anomaly", ep.first_seen, acct.account_id, ep.symbol,
         ep.ledger_qty, ep.ep3_qty, ep.status, state, acct.baseline, ep.first_seen,  # type: ignore[arg-type]
         ep.confirmed, resolved, eng.cfg.scope, None, None, None, None, None,
     ))
