@@ -153,7 +153,7 @@ def check_flips(eng: Engine, acct: AccountState) -> None:
     og, snap = acct.og, acct.re_snapshot
     if og is None or snap is None:
         return
-    for th in eng.cfg.thresholds:
+    for th in eng.thresholds:
         differ = (og.avail >= th) != (snap.avail >= th)
         ep = acct.flips.get(th)
         if differ and ep is None and eng.risk_live():

@@ -122,6 +122,8 @@ class Engine:
         # dataclass: compiled, each read of one of its fields is a generic attribute lookup)
         self.env = self.cfg.env
         self.grace_ms = self.cfg.grace_ms
+        self.thresholds = self.cfg.thresholds
+        self._risk_silence_ms = self.cfg.risk_silence_ms
         self.accounts: dict[str, AccountState] = {}
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
@@ -211,7 +213,12 @@ class Engine:
         timers = self._timers  # a direct call when compiled (a bound method would be a Python call)
         accounts = self.accounts
         while (t := timers.pop_before(ts_ms)) is not None:
-            deadline, kind, account_id, symbol, first_seen = t
+            # typed, the ints compare as ints (as items of a tuple of Any, through Python's protocol)
+            deadline: int = t[0]
+            kind: int = t[1]
+            account_id: str = t[2]
+            symbol: str = t[3]
+            first_seen: int = t[4]
             if kind != witness.SWEEP_TIMER:
                 # most grace timers belong to episodes that resolved as races: drop those here, as
                 # confirm_* would (nothing was dirty, so skipping the instant changes nothing)
@@ -266,7 +273,7 @@ class Engine:
 
     def risk_live(self) -> bool:
         """Is RE still publishing (see EngineConfig.risk_silence_ms)?"""
-        silence = self.cfg.risk_silence_ms
+        silence = self._risk_silence_ms
         if not silence:
             return True
         return self.last_risk_ts is not None and self.now - self.last_risk_ts <= silence
