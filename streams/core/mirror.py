@@ -64,40 +64,46 @@ def apply_risk(acct: AccountState, snap: RiskSnapshot) -> bool:
     prev = acct.re_snapshot
     if prev is not None and snap.published_ts_ms < prev.published_ts_ms:
         return False
-    new: dict[str, Decimal] = {}
-    new_im: dict[str, Decimal | None] = {}
     old = acct.re
     dirty = acct.dirty
     if old is None:
+        new: dict[str, Decimal] = {}
+        new_im: dict[str, Decimal | None] = {}
         for s, q, im in snap.positions:
             new[s] = q
             new_im[s] = im
         # first RE view: everything either side holds is newly comparable
         dirty.update(new)
         dirty.update(acct.ep3)
+        acct.re, acct.re_im = new, new_im
+        view = new
     else:
-        # one pass builds the new view and marks what changed (a quantity, or an IM becoming known
-        # or unknown); symbols were unique (`checked`), so each is met once
+        view = old
+        # the view is updated in place (building a new one took two dicts a snapshot): each listed
+        # symbol takes the snapshot's quantity and IM objects (an equal quantity written another
+        # way, 1.0 for 1, is what the next event reports), and is marked if its quantity changed or
+        # its IM became known or unknown; symbols are unique (`checked`), so each is met once
         old_im = acct.re_im
+        before = len(old)
         kept = 0
         for s, q, im in snap.positions:
-            new[s] = q
-            new_im[s] = im
             o = old.get(s)
             if o is not None:
                 kept += 1
             if differ(o, q) or (im is None) != (old_im.get(s) is None):
                 dirty.add(s)
-        if kept != len(old):  # some symbol of the old view is not listed any more
-            for s in old:
-                if s not in new:
-                    dirty.add(s)
-    acct.re = new
-    acct.re_im = new_im
+            old[s] = q
+            old_im[s] = im
+        if kept != before:  # some symbol of the old view is not listed any more: absent now
+            listed = {p.symbol for p in snap.positions}
+            for s in [s for s in old if s not in listed]:
+                del old[s]
+                old_im.pop(s, None)
+                dirty.add(s)
     acct.re_snapshot = snap
     acct.margin_dirty = True
     if acct.ledger is None:
-        acct.baseline_candidates.setdefault("RE", (snap.published_ts_ms, dict(new)))
+        acct.baseline_candidates.setdefault("RE", (snap.published_ts_ms, dict(view)))
     return True
 
 

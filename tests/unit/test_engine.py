@@ -120,7 +120,8 @@ _book = st.dictionaries(st.sampled_from(["BTC", "ETH", "SOL", "XAU"]),
 def test_a_risk_snapshot_marks_every_symbol_whose_re_view_changed(old: dict | None, new: dict, held: dict) -> None:
     """The symbols a new RE snapshot marks for comparison are exactly those whose RE quantity changed
     (listed, unlisted, or another value) or whose IM became known or unknown; the first snapshot marks
-    everything either side holds. A symbol left out is a verdict never made."""
+    everything either side holds. A symbol left out is a verdict never made. The view then holds
+    exactly the snapshot's positions (updated in place, not rebuilt)."""
     def snap(ts: int, book: dict) -> RiskSnapshot:
         return RiskSnapshot("A", ts, tuple(RiskPosition(s, q, im) for s, (q, im) in book.items()), D(0), D(0),
                             D(0), D(0))
@@ -138,6 +139,8 @@ def test_a_risk_snapshot_marks_every_symbol_whose_re_view_changed(old: dict | No
                 or (s in old and (old[s][0] != new[s][0] or (old[s][1] is None) != (new[s][1] is None)))}
     assert acct.dirty == want
     assert acct.re == {s: q for s, (q, _) in new.items()} and acct.re_im == {s: im for s, (_, im) in new.items()}
+    # the snapshot's own objects: an equal quantity written another way (1.0 for 1) is what events report
+    assert all(acct.re[s] is q and acct.re_im[s] is im for s, (q, im) in new.items())
     assert not apply_risk(acct, snap(T0, new)), "an older snapshot is not applied"
 
 
