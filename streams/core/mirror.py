@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from streams.core.records import Ep3PositionEvent, Fill, OgMargin, RiskSnapshot
 from streams.core.state import AccountState
-from streams.core.valuation import differ
+from streams.core.valuation import ZERO, differ
 
 
 def _set_ep3(acct: AccountState, symbol: str, qty: Decimal | None) -> None:
@@ -120,7 +120,7 @@ def apply_fill(acct: AccountState, fill: Fill) -> bool:
     ledger = acct.ledger
     if ledger is None or fill.ts_ms <= acct.baseline_ts:
         return False
-    ledger[fill.symbol] = (ledger.get(fill.symbol) or Decimal(0)) + fill.qty
+    ledger[fill.symbol] = (ledger.get(fill.symbol) or ZERO) + fill.qty  # ZERO is Decimal(0), not built anew
     acct.sums_stale = True
     acct.ledger_touch[fill.symbol] = fill.ts_ms
     acct.dirty.add(fill.symbol)
