@@ -83,6 +83,7 @@ class Settings:
     metrics_port: int = 9108
     idle_ms: int = 5_000  # an input silent this long (wall time) stops holding the watermark back
     clock_idle_ms: int = 30_000  # nothing at all for this long: event time follows the wall clock
+    skew_ms: int = 1_000  # inputs' records of one instant reach the broker within this of each other
     checkpoint_ms: int = 500  # state checkpoint + sink batch + commit cadence of the worker
     checkpoint_max_ms: int = 10_000  # how far checkpoint_ms may stretch when checkpoints are costly
     held_records: int = 400_000  # decoded records waiting for the watermark, all lanes together (~0.4 KB each)

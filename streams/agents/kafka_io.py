@@ -210,14 +210,15 @@ class GlobalReader:
     """All partitions of the global topics, no group, each from where the worker's engines need it
     (the beginning, or their restored cursors: see `refresh`); see the module docstring."""
 
-    def __init__(self, s: Settings, topics: Iterable[str], loss: InputLoss | None = None) -> None:
+    def __init__(self, s: Settings, topics: Iterable[str], loss: InputLoss | None = None,
+                 fetch_wait_ms: int = 500) -> None:
         self.topics = list(topics)
         self.loss = loss or InputLoss()
         # "error": an out-of-range read comes back as an error naming the offset, instead of a
         # silent reset (the only trace of which would be a log line of librdkafka's)
         self._consumer = Consumer({**client_config(s), "group.id": f"{s.group_id}-globals",
                                    "enable.auto.commit": False, "auto.offset.reset": "error",
-                                   "enable.partition.eof": False})
+                                   "enable.partition.eof": False, "fetch.wait.max.ms": fetch_wait_ms})
         self.assigned: set[tuple[str, int]] = set()
 
     def refresh(self, start_at: Callable[[str, int], int] | None = None, timeout: float = 5.0

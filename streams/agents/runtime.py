@@ -63,6 +63,11 @@ GATE_BACKLOG = 4  # checkpoints waiting for the commit gate beyond which fetchin
 # fetch_max_wait_ms 1,500, so a running consumer thread reports on every assigned partition at least
 # that often, records or not.
 FETCH_FRESH_MS = 3_000
+# the shared inputs' consumer (librdkafka) long-polls the broker this long at most (fetch.wait.max.ms,
+# 500 by default), so its cached high watermark is at most that old plus a round trip; counted as
+# GLOBAL_HW_AGE_MS old, which leaves the rest for a host short of CPU
+GLOBAL_FETCH_WAIT_MS = 100
+GLOBAL_HW_AGE_MS = 1_000
 # listing the shared topics' partitions (see `_read_globals`): how long the loop waits for the
 # broker's answer, and when it asks again after none came
 REFRESH_TIMEOUT_S = 2.0
@@ -126,7 +131,7 @@ class Worker:
         registry_ids = SchemaIds.from_url(s.schema_registry_url) if s.schema_registry_url else None
         self.pipeline = Pipeline(self.topics, input_codecs(registry_ids, self.topics),
                                  lambda p: engine_config(s, scope=f"{s.group_id}/p{p}"), self.store, s.idle_ms,
-                                 s.clock_idle_ms)
+                                 s.clock_idle_ms, s.skew_ms)
         self.event_codec = EventCodec(registry=registry_ids, topics=output_topics(s))
         self.router = Router(frozenset(account_topics))
         self.registry = registry or CollectorRegistry()
@@ -169,7 +174,8 @@ class Worker:
         await loop.run_in_executor(None, self.sink.setup)
         self.outputs = Outputs(self.s, self.event_codec)
         self.store.writer = ChangelogWriter(self.s, self.table.changelog_topic.get_topic_name())
-        self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS], self.loss)
+        self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS], self.loss,
+                                   fetch_wait_ms=GLOBAL_FETCH_WAIT_MS)
         self.gate = CommitGate(self.sink, self.outputs.deliver, self._write_state, consumer.mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
@@ -261,7 +267,7 @@ class Worker:
             self._last_busy = now / 1000
         for tp, raws in taken.items():  # (offset, ts_ms, key, value): see consumer.py
             self._ingest(tp.topic, tp.partition, raws, now)
-        self._mark_caught_up()
+        self._mark_caught_up(now)
         t = clock.lap("decode", t)
         applied = self.pipeline.applied
         events = self.pipeline.step(now, TICK_RECORDS)
@@ -297,23 +303,33 @@ class Worker:
                      [lane.pending() for lane in pe.aligner.lanes],
                      [(now - lane.last_arrival >= self.s.idle_ms, lane.caught_up) for lane in pe.aligner.lanes])
 
-    def _mark_caught_up(self) -> None:
-        """An input may count as idle only when the broker has nothing more for it. For an account
-        input, as of a fetch response received in the last FETCH_FRESH_MS: the high watermark is
-        only as new as the last response, and while the consumer thread is starved of CPU (it is a
-        Python thread: it waits for the GIL) records produced since would otherwise be counted as
-        not there, and applied late when they come."""
-        since = time.time() * 1000 - FETCH_FRESH_MS
+    def _mark_caught_up(self, now: float) -> None:
+        """An input may count as idle only when the broker has nothing more for it, and its lane
+        knows as of when (`fresh_at`, on this loop's clock `now`: an idle input holds event time at
+        what had arrived `skew_ms` before then, see `streams.worker.reorder`).
+
+        For an account input, as of a fetch response received in the last FETCH_FRESH_MS: the high
+        watermark is only as new as the last response, and while the consumer thread is starved of
+        CPU (it is a Python thread: it waits for the GIL) records produced since would otherwise be
+        counted as not there, and applied late when they come. For a shared input, read by
+        librdkafka's own thread, which long-polls the broker every GLOBAL_FETCH_WAIT_MS: its cached
+        high watermark is taken as GLOBAL_HW_AGE_MS old."""
+        wall = time.time() * 1000
+        since, to_loop = wall - FETCH_FRESH_MS, now - wall
         for p, pe in self.pipeline.engines.items():
             for feed, lane in pe.lanes.items():
                 tp = TP(self.topics[feed], p)
                 hw = self._highwater(tp)
-                lane.caught_up = hw is not None and lane.next_offset >= hw and self._fetched_since(tp, since)
+                at = self._fetched_at(tp)
+                lane.caught_up = hw is not None and lane.next_offset >= hw and at is not None and at >= since
+                if at is not None:
+                    lane.fresh_at = at + to_loop
         assert self.reader is not None
         for key, log in self.pipeline.logs.items():
             feed_value, part = key.rsplit("/", 1)
             hw = self.reader.highwater(self.topics[Feed(feed_value)], int(part))
             log.caught_up = hw is not None and log.next_offset >= hw
+            log.fresh_at = now - GLOBAL_HW_AGE_MS
 
     def _highwater(self, tp: TP) -> int | None:
         consumer: Any = self.app.consumer
@@ -323,13 +339,14 @@ class Worker:
             return None
         return None if hw is None else int(hw)
 
-    def _fetched_since(self, tp: TP, since_ms: float) -> bool:
+    def _fetched_at(self, tp: TP) -> float | None:
+        """Wall time (ms) of the last fetch response that reported on `tp` (None: none yet)."""
         consumer: Any = self.app.consumer
         try:
             at = consumer.fetched_at(tp)
         except (AssertionError, KeyError, RuntimeError):  # not (or no longer) assigned
-            return False
-        return at is not None and at >= since_ms
+            return None
+        return None if at is None else float(at)
 
     def _ingest(self, topic: str, partition: int, raws: list[Any], now: float) -> None:
         assert self.outputs is not None

@@ -24,6 +24,9 @@ KAFKA_OPTIONS = [
     setting("web_port", "Faust web port (0 disables the web server).", click.IntRange(0)),
     setting("metrics_port", "Prometheus metrics port (0 disables).", click.IntRange(0)),
     setting("idle_ms", "An input silent this long (wall ms) stops holding event time back.", click.IntRange(1)),
+    setting("skew_ms", "Records of the same instant written to different inputs reach the broker within this "
+            "many ms of each other: an idle input holds event time at what had arrived this long before the "
+            "broker last said it had nothing more for it.", click.IntRange(0)),
     setting("clock_idle_ms", "With no input at all for this long (wall ms), event time follows the wall clock "
             "so grace windows and sweeps still close.", click.IntRange(1)),
     setting("checkpoint_ms", "Checkpoint / sink batch / commit cadence in ms.", click.IntRange(10)),

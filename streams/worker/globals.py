@@ -35,6 +35,7 @@ class GlobalLog:
         self.last_arrival = now
         self.lanes: set[GlobalLane] = set()
         self.caught_up = True
+        self.fresh_at: float = INF  # wall time as of which `caught_up` is known (INF: always current)
 
     def append(self, entries: Sequence[Entry], next_offset: int, now: float) -> None:
         if entries:
@@ -94,6 +95,10 @@ class GlobalLane:
     @property
     def caught_up(self) -> bool:
         return self.log.caught_up
+
+    @property
+    def fresh_at(self) -> float:
+        return self.log.fresh_at
 
     def _head(self) -> int | None:
         """Index in the log of this lane's next entry; None while the log no longer holds it (the

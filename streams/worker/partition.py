@@ -56,14 +56,15 @@ class PartitionEngine:
 
     def __init__(self, partition: int, engine: Engine, offsets: Mapping[str, int],
                  logs: Mapping[str, GlobalLog], cursors: Mapping[str, int], idle_ms: int, now: float,
-                 skip: dict[str, dict[str, int]] | None = None, clock_idle_ms: int | None = None) -> None:
+                 skip: dict[str, dict[str, int]] | None = None, clock_idle_ms: int | None = None,
+                 skew_ms: int = 0) -> None:
         self.partition = partition
         self.engine = engine
         self.lanes = {f: AccountLane(offsets.get(f.value, 0), now) for f in ACCOUNT_FEEDS}
         self.cursors = dict(cursors)  # as restored: also for shared logs declared after this engine
         self.globals = {key: GlobalLane(log, cursors.get(key, 0)) for key, log in logs.items()}
         self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms,
-                               clock_idle_ms=clock_idle_ms)
+                               clock_idle_ms=clock_idle_ms, skew_ms=skew_ms)
         self.skip = skip or {}
         self.touched: set[str] = set()
         self._unsettled: set[str] = set()  # accounts written with unsettled work (see `checkpoint`)
@@ -204,7 +205,7 @@ class PartitionEngine:
     @classmethod
     def restore(cls, partition: int, cfg: EngineConfig, rows: Iterable[Mapping[str, Any]],
                 logs: Mapping[str, GlobalLog], idle_ms: int, now: float,
-                clock_idle_ms: int | None = None) -> PartitionEngine:
+                clock_idle_ms: int | None = None, skew_ms: int = 0) -> PartitionEngine:
         """Rebuild from the table rows of `partition` (a fresh engine if there are none)."""
         meta: Mapping[str, Any] | None = None
         accounts = []
@@ -221,6 +222,6 @@ class PartitionEngine:
         engine = restore_engine(cfg, meta["engine"] if meta else None,
                                 (account_from_dict(r["state"]) for r in accounts))
         pe = cls(partition, engine, offsets, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
-                 clock_idle_ms)
+                 clock_idle_ms, skew_ms)
         pe.touched.update(skip)
         return pe

@@ -98,7 +98,7 @@ class Pipeline:
 
     def __init__(self, topics: Mapping[Feed, str], codecs: Mapping[Feed, Codec],
                  config_for: Callable[[int], EngineConfig], store: StateStore, idle_ms: int,
-                 clock_idle_ms: int | None = None) -> None:
+                 clock_idle_ms: int | None = None, skew_ms: int = 0) -> None:
         self.topics = dict(topics)
         self.feed_of = {t: f for f, t in topics.items()}
         self.codecs = codecs
@@ -106,6 +106,7 @@ class Pipeline:
         self.store = store
         self.idle_ms = idle_ms
         self.clock_idle_ms = clock_idle_ms
+        self.skew_ms = skew_ms
         self.engines: dict[int, PartitionEngine] = {}
         self.logs: dict[str, GlobalLog] = {}
         self.events: list[Event] = []
@@ -121,7 +122,7 @@ class Pipeline:
         if pe is None:
             rows = [json.loads(b) for b in self.store.rows(partition)]
             pe = PartitionEngine.restore(partition, self.config_for(partition), rows, self.logs,
-                                         self.idle_ms, now, self.clock_idle_ms)
+                                         self.idle_ms, now, self.clock_idle_ms, self.skew_ms)
             self.engines[partition] = pe
         return pe
 

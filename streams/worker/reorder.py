@@ -10,9 +10,16 @@ Guarantees of `Aligner.release`:
   released, so every released instant is complete: no in-order lane can still deliver a record at
   that instant, and the engine may settle it (this is what makes the worker's verdicts equal the
   replay's);
-- a lane with no arrival for `idle_ms` of wall time stops holding W back (Flink-style idleness), but
-  only if it is `caught_up` (the driver knows the broker has nothing more for it): a lane whose
-  records are merely slow to arrive (fetch backlog, a stalled process) is never idle;
+- a lane with no arrival for `idle_ms` of wall time stops holding W back at its own highest `ts_ms`
+  (Flink-style idleness), but only if it is `caught_up` (the driver knows the broker has nothing
+  more for it, as of wall time `fresh_at`): a lane whose records are merely slow to arrive (fetch
+  backlog, a stalled process) is never idle. Even idle, it holds W at the highest `ts_ms` that had
+  reached the worker, on any lane, `skew_ms` before `fresh_at`: records of the inputs written at
+  about the same time reach the broker within `skew_ms` of each other, so the idle input's records
+  still to come are no older than that. Left out altogether (as Flink does), an input silent for
+  `idle_ms` lost its part of a burst written to every input: the other inputs' parts, fetched
+  first, moved W past it, and it was applied late. The cost: while an input is idle, W trails what
+  has arrived by `skew_ms` and the age of the idle input's last fetch response;
   when every lane is idle, everything held is released; once nothing at all has arrived for
   `clock_idle_ms` (longer than `idle_ms`), `idle_clock` says how far event time may move with the wall
   clock (last event time + wall time since it arrived), so grace windows and sweeps still close.
@@ -39,13 +46,16 @@ Wall time is injected (`now` in ms); nothing here reads a clock.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
 Entry = tuple[int, Any, Any, int]  # ts_ms, feed, record, offset
 INF = 1 << 62
+# how long the arrival history is kept: an idle lane's `fresh_at` is at most a few seconds old (the
+# driver counts a lane caught up only on a recent fetch response); older means it reads the oldest kept
+HISTORY_MS = 60_000
 _ts = itemgetter(0)
 
 
@@ -58,6 +68,10 @@ class Lane(Protocol):
 
     @property
     def caught_up(self) -> bool: ...
+
+    @property
+    def fresh_at(self) -> float:
+        """Wall time as of which `caught_up` is known (INF: always current)."""
 
     def held(self, below: int) -> Sequence[Entry]:
         """The entries with ts below `below`, oldest first, as a new sequence (the caller keeps it)."""
@@ -91,7 +105,7 @@ def merge(runs: Sequence[Sequence[Entry]]) -> list[Entry]:
 class AccountLane:
     """A lane owned by one engine: one account topic-partition. `next_offset` is the consumed end."""
 
-    __slots__ = ("_entries", "_head", "caught_up", "last_arrival", "max_ts", "next_offset")
+    __slots__ = ("_entries", "_head", "caught_up", "fresh_at", "last_arrival", "max_ts", "next_offset")
 
     def __init__(self, next_offset: int = 0, now: float = 0.0) -> None:
         self._entries: list[Entry] = []
@@ -100,6 +114,7 @@ class AccountLane:
         self.last_arrival = now
         self.next_offset = next_offset
         self.caught_up = True  # the driver sets False while the broker holds records not yet delivered
+        self.fresh_at: float = INF  # and when it last learnt it (a fetch response); INF: always current
 
     def push(self, entries: Sequence[Entry], next_offset: int, now: float) -> None:
         """Append decoded entries (already filtered to offsets >= the consumed end)."""
@@ -144,9 +159,13 @@ class Aligner:
     """The watermark over an engine's lanes; see the module docstring for the guarantees."""
 
     def __init__(self, lanes: Sequence[Lane], idle_ms: int, wake_hold_ms: int | None = None,
-                 clock_idle_ms: int | None = None) -> None:
+                 clock_idle_ms: int | None = None, skew_ms: int = 0) -> None:
         self.lanes = list(lanes)
         self.idle_ms = idle_ms
+        self.skew_ms = skew_ms
+        # when what had arrived reached which ts: (wall time, highest ts on any lane by then), both
+        # increasing; kept for HISTORY_MS (an idle lane's `fresh_at` is recent, or it is not idle)
+        self._arrived: list[tuple[float, int]] = []
         self.clock_idle_ms = idle_ms if clock_idle_ms is None else max(idle_ms, clock_idle_ms)
         self.wake_hold_ms = idle_ms if wake_hold_ms is None else wake_hold_ms
         self._quiet = False
@@ -164,17 +183,48 @@ class Aligner:
             self._quiet = False
             self._woke_at = now
         holding = self._woke_at is not None and now - self._woke_at < self.wake_hold_ms
+        self._observe(now)
         low = INF
         for lane, lane_idle in zip(self.lanes, idle, strict=True):
-            if lane_idle and not holding:
-                continue
             top = lane.max_ts
+            if lane_idle and not holding:
+                bound = self._arrived_by(lane.fresh_at - self.skew_ms)
+                if bound is not None and (top is None or bound > top):
+                    top = bound
+                if top is not None:
+                    low = min(low, top)
+                    continue
             if top is None:
                 if lane_idle:
                     continue  # never delivered anything: nothing of its own to wait for
                 return None
             low = min(low, top)
         return low
+
+    def _observe(self, now: float) -> None:
+        """Note the lanes' new highest ts, at the time each arrived (their `last_arrival`)."""
+        arrived = self._arrived
+        front = arrived[-1][1] if arrived else None
+        new = [(lane.last_arrival, top) for lane in self.lanes
+               if (top := lane.max_ts) is not None and (front is None or top > front)]
+        if new:
+            new.sort()
+            for at, top in new:
+                if front is None or top > front:
+                    # kept in time order: a later time is the cautious side
+                    arrived.append((max(at, arrived[-1][0]) if arrived else at, top))
+                    front = top
+        old = bisect_left(arrived, (now - self.skew_ms - HISTORY_MS,)) - 1
+        if old > 0:
+            del arrived[:old]
+
+    def _arrived_by(self, t: float) -> int | None:
+        """The highest ts that had arrived, on any lane, by wall time `t` (None: nothing yet)."""
+        arrived = self._arrived
+        if arrived and t >= arrived[-1][0]:
+            return arrived[-1][1]
+        i = bisect_right(arrived, (t, INF))
+        return arrived[i - 1][1] if i else None
 
     def release(self, now: float) -> tuple[list[Entry], int | None]:
         """Entries below the watermark, merged by ts (and the watermark used)."""

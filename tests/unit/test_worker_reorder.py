@@ -202,3 +202,57 @@ def test_a_bounded_release_is_the_unbounded_one_in_instalments(
         assert bounded.cut == (bounded.pending() > 0 and any(lane.count_below(w_true) for lane in bounded.lanes))
         got += out
     assert [e[2] for e in got] == [e[2] for e in whole]
+
+
+
+def _burst_setup() -> tuple[Aligner, AccountLane, list[int]]:
+    """Lanes a, b, c; a and b go idle after their first record, c is still live (a slow first
+    delivery), so not every lane is quiet when a burst comes (no wake hold). Returns the aligner,
+    lane b and the ts released so far."""
+    a, b, c = AccountLane(), AccountLane(), AccountLane()
+    al = Aligner([a, b, c], idle_ms=1_000, skew_ms=500)
+    got = []
+    a.push(entries(Feed.EP3, (100, 0)), 1, now=0)
+    b.push(entries(Feed.FILLS, (100, 0)), 1, now=0)
+    c.push(entries(Feed.RISK, (90, 0), (150, 1)), 2, now=0)
+    got += [e[0] for e in al.release(now=0)[0]]
+    c.push(entries(Feed.RISK, (160, 2)), 3, now=1_900)
+    a.fresh_at = b.fresh_at = 1_900.0  # idle, and caught up as of a fetch response at 1,900
+    out, w = al.release(now=1_900)
+    got += [e[0] for e in out]
+    assert got == [90, 100, 100] and w == 150  # c's 150 arrived 500 ms before a's and b's last responses
+    # the burst reaches a and c at 3,000; the same fetch response had nothing for b yet
+    a.push(entries(Feed.EP3, (5_000, 1), (6_000, 2)), 3, now=3_000)
+    c.push(entries(Feed.RISK, (5_000, 3), (7_000, 4)), 5, now=3_000)
+    b.fresh_at = 3_000.0
+    out, w = al.release(now=3_000)
+    got += [e[0] for e in out]
+    assert got == [90, 100, 100, 150] and w == 160  # b holds event time at what arrived by 2,500
+    return al, b, got
+
+
+def test_an_idle_lane_does_not_let_event_time_outrun_its_part_of_a_burst() -> None:
+    """A burst written to every input while one input (b) was idle, and not every lane quiet: its
+    records reach the worker over several fetches. The idle lane lets event time pass only what had
+    arrived `skew_ms` before its last fetch response, so its own part of the burst, fetched next, is
+    not late (before, an idle lane was simply left out: event time went to 6,000 and b's 4,000 was
+    applied late)."""
+    al, b, got = _burst_setup()
+    b.push(entries(Feed.FILLS, (4_000, 1)), 2, now=3_200)  # b's part, from the next fetch
+    out, w = al.release(now=3_200)
+    got += [e[0] for e in out]
+    assert w == 4_000
+    out, w = al.release(now=4_300)  # every lane idle: the rest
+    got += [e[0] for e in out]
+    assert w == INF and got == sorted(got) == [90, 100, 100, 150, 160, 4_000, 5_000, 5_000, 6_000, 7_000]
+
+
+def test_an_idle_lane_stops_holding_once_a_response_skew_ms_after_the_burst_is_empty() -> None:
+    """An idle lane that has nothing in the burst holds event time only until a fetch response
+    `skew_ms` after the burst's arrival says so; then the live lanes alone set the watermark."""
+    al, b, _ = _burst_setup()
+    b.fresh_at = 3_400.0
+    assert al.release(now=3_400) == ([], 160)  # 3,400 - 500 is before the burst arrived
+    b.fresh_at = 3_600.0
+    out, w = al.release(now=3_600)
+    assert [e[0] for e in out] == [160, 5_000, 5_000] and w == 6_000

@@ -462,9 +462,37 @@ def test_an_account_input_is_caught_up_only_on_a_recent_fetch_response(
     monkeypatch.setattr(consumer, "fetched_at",
                         lambda tp: None if age_ms is None else time.time() * 1000 - age_ms)
     worker.reader = SimpleNamespace(highwater=lambda topic, partition: None)  # type: ignore[assignment]
-    worker._mark_caught_up()
-    assert pe.lanes[Feed.FILLS].caught_up is caught_up
+    worker._mark_caught_up(50_000.0)  # the loop's (monotonic) clock, not the wall clock
+    lane = pe.lanes[Feed.FILLS]
+    assert lane.caught_up is caught_up
     assert FETCH_FRESH_MS < 10_000
+    if age_ms is not None:  # and as of when: that response, on the loop's clock
+        assert abs(lane.fresh_at - (50_000.0 - age_ms)) < 1_000
+
+
+@pytest.mark.parametrize(("skew_ms", "watermark"), [(1_000, 1_000), (200, 1_500)])
+def test_an_idle_input_holds_event_time_at_what_arrived_skew_ms_before_its_last_response(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew_ms: int, watermark: int) -> None:
+    """The `skew_ms` setting and the fetch responses' times reach the partition engines: the fills
+    lane, idle and caught up as of a response 100 ms ago, lets event time pass only what had arrived
+    `skew_ms` before that response. The EP3 lane's 1,500 arrived 1 s ago, its 1,600 just now (the
+    live EP3 lane itself holds event time at 1,600)."""
+    worker = new_worker(tmp_path, skew_ms=skew_ms, idle_ms=2_000)
+    pe = worker.pipeline.engine(0, 0.0)
+    pe.lanes[Feed.FILLS].push([(1_000, Feed.FILLS, None, 0)], 1, 0.0)
+    pe.lanes[Feed.EP3].push([(1_500, Feed.EP3, None, 0)], 1, 9_000.0)
+    pe.aligner.watermark(9_000.0)  # the worker's tick after the records arrive
+    pe.lanes[Feed.EP3].push([(1_600, Feed.EP3, None, 1)], 2, 10_000.0)
+    for feed in (Feed.RISK, Feed.OG_MARGIN):  # never delivered: skipped once idle, as before
+        pe.lanes[feed].push([], 0, 0.0)
+    consumer = worker.app.consumer
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 2 if tp.topic == worker.topics[Feed.EP3] else
+                        (1 if tp.topic == worker.topics[Feed.FILLS] else 0))
+    monkeypatch.setattr(consumer, "fetched_at", lambda tp: time.time() * 1000 - 100)
+    worker.reader = SimpleNamespace(highwater=lambda topic, partition: None)  # type: ignore[assignment]
+    worker._mark_caught_up(10_000.0)
+    assert pe.aligner.skew_ms == skew_ms
+    assert pe.aligner.watermark(10_000.0) == watermark
 
 
 def test_a_broker_that_does_not_answer_the_shared_topics_listing_is_asked_again_later(
