@@ -298,9 +298,10 @@ class Worker:
     def _log_status(self, now: float) -> None:
         """One line per partition engine: event time, watermark, records held and late (for operators)."""
         for p, pe in sorted(self.pipeline.engines.items()):
-            log.info("p%d: event time %d, watermark %s, applied %d (late %d), held %s, idle/caught-up %s", p,
+            late = ", ".join(f"{feed.value} {n}" for feed, n in sorted(pe.late.items(), key=lambda kv: kv[0].value))
+            log.info("p%d: event time %d, watermark %s, applied %d (late %d%s), held %s, idle/caught-up %s", p,
                      pe.engine.now, pe.aligner.watermark(now), pe.applied, pe.engine.stats.get("late_records", 0),
-                     [lane.pending() for lane in pe.aligner.lanes],
+                     f": {late} here" if late else "", [lane.pending() for lane in pe.aligner.lanes],
                      [(now - lane.last_arrival >= self.s.idle_ms, lane.caught_up) for lane in pe.aligner.lanes])
 
     def _mark_caught_up(self, now: float) -> None:

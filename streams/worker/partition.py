@@ -23,6 +23,7 @@ Checkpoints make state and offsets agree without transactions:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -40,6 +41,7 @@ ACCOUNT_FEEDS: tuple[Feed, ...] = (Feed.EP3, Feed.RISK, Feed.OG_MARGIN, Feed.FIL
 GLOBAL_FEEDS: tuple[Feed, ...] = (Feed.MARKS, Feed.INSTRUMENTS)
 META_PREFIX = "\x00engine/"
 _record = itemgetter(2)
+_ts = itemgetter(0)
 _account_id = attrgetter("account_id")
 
 
@@ -70,6 +72,10 @@ class PartitionEngine:
         self._unsettled: set[str] = set()  # accounts written with unsettled work (see `checkpoint`)
         self._last_meta: Any = None  # the last `meta` row cut (encoded)
         self.applied = 0
+        # records applied late (after event time had passed them) by this process, per input: which
+        # input came late tells an operator which producer or fetch to look at (the engine counts
+        # them all together, in `stats`)
+        self.late: dict[Feed, int] = {}
         # the engine's counters as restored: what it counted before this process took it over
         self.stats_at_start: dict[str, int] = dict(engine.stats)
 
@@ -92,6 +98,8 @@ class PartitionEngine:
         aligner = self.aligner
         runs, w = aligner.release_runs(now, limit)
         if runs:
+            if self.engine.started and not self.skip:  # (a restored engine's skipped records aren't applied)
+                self._count_late(runs)
             entries = merge([run for _, run in runs])
             if self.skip:
                 self._apply(entries)
@@ -106,6 +114,15 @@ class PartitionEngine:
         if events:
             self._touch_events(events)
         return events
+
+    def _count_late(self, runs: list[tuple[Any, Sequence[Entry]]]) -> None:
+        """Count, per input, the released entries below event time (each run is in ts order, and the
+        merged release applies them in ts order, so exactly those are applied late)."""
+        now = self.engine.now
+        for _, run in runs:
+            if run[0][0] < now:
+                feed = run[0][1]
+                self.late[feed] = self.late.get(feed, 0) + bisect_left(run, now, key=_ts)
 
     @property
     def backlog(self) -> bool:

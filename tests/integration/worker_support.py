@@ -234,11 +234,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
 
 
 def late_records(log: Path) -> dict[int, int]:
-    """Records each partition engine applied late, from the last status line of a worker's log."""
+    """Records each partition engine applied late, from the last status line of a worker's log
+    ("(late 3: fills 2, marks 1 here)": the total; by input, what this process applied late)."""
     late: dict[int, int] = {}
-    for m in re.finditer(r"\] p(\d+): event time .*?\(late (\d+)\)", log.read_text(errors="replace")):
+    for m in re.finditer(r"\] p(\d+): event time .*?\(late (\d+)[:)]", log.read_text(errors="replace")):
         late[int(m.group(1))] = int(m.group(2))
     return late
+
+
+def late_inputs(log: Path) -> dict[int, str]:
+    """The inputs each partition engine applied late records of, from the last status line."""
+    return {int(m.group(1)): m.group(2) for m in
+            re.finditer(r"\] p(\d+): event time .*?\(late \d+: ([^)]*) here\)", log.read_text(errors="replace"))}
 
 
 def diff_summary(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]], logs: Sequence[Path] = ()) -> str:
@@ -255,5 +262,6 @@ def diff_summary(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]
                 sample = sample or f"{want[k]} != {got[k]}"
     missing = Counter(want[k]["type"] for k in set(want) - set(got))
     extra = Counter(got[k]["type"] for k in set(got) - set(want))
-    late = "; ".join(f"{log.name}: late records by partition {late_records(log)}" for log in logs)
+    late = "; ".join(f"{log.name}: late records by partition {late_records(log)} (inputs {late_inputs(log)})"
+                     for log in logs)
     return f"missing {dict(missing)}, extra {dict(extra)}, differing {dict(fields)}; {late}; e.g. {sample[:1500]}"

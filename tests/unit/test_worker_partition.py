@@ -12,6 +12,7 @@ from streams.core.params import EngineConfig
 from streams.core.records import (
     Ep3PositionEvent,
     Feed,
+    Fill,
     Instrument,
     Mark,
     PositionQty,
@@ -112,6 +113,27 @@ def test_a_mark_touches_the_holders_of_an_unvaluable_symbol_on_both_paths() -> N
         assert pe.step(30_000.0) == []
         touched.append(set(pe.touched))
     assert touched[0] == touched[1] == {"A"}
+
+
+def test_records_applied_late_are_counted_per_input() -> None:
+    """Records released below event time (their input was counted idle, then they came) are what the
+    engine counts as late, told apart by input: here two fills and one mark, not the fill on time."""
+    marks = GlobalLog(0)
+    pe = PartitionEngine(0, Engine(EngineConfig()), {}, {"marks/0": marks}, {}, idle_ms=1_000, now=0.0,
+                         clock_idle_ms=10**9)  # event time does not follow the wall clock here
+    snap = RiskSnapshot("A", 1_000, (), None, Decimal(0), Decimal(100), Decimal(50))
+    later = snap._replace(published_ts_ms=5_000)
+    pe.lanes[Feed.RISK].push([(1_000, Feed.RISK, snap, 0), (5_000, Feed.RISK, later, 1)], 2, 0.0)
+    pe.step(2_000.0)  # every other lane idle (nothing of their own): risk's 1,000 applied
+    pe.step(10_000.0)  # every lane idle: all released, event time 5,000
+    assert pe.engine.now == 5_000 and pe.late == {}
+    fill = Fill("f", "A", "XYZ", Decimal(1), Decimal(10), 0)
+    pe.lanes[Feed.FILLS].push([(3_000, Feed.FILLS, fill._replace(ts_ms=3_000), 0),
+                               (4_000, Feed.FILLS, fill._replace(fill_id="g", ts_ms=4_000), 1),
+                               (6_000, Feed.FILLS, fill._replace(fill_id="h", ts_ms=6_000), 2)], 3, 20_000.0)
+    marks.append([(4_500, Feed.MARKS, Mark("XYZ", Decimal(7), 4_500), 0)], 1, 20_000.0)
+    pe.step(30_000.0)
+    assert pe.late == {Feed.FILLS: 2, Feed.MARKS: 1} and pe.engine.stats["late_records"] == 3
 
 
 def test_pipeline_engines_start_on_the_fast_path() -> None:
