@@ -118,12 +118,9 @@ class WorkerMetrics:
             eng = pe.engine
             if eng.started:
                 oldest = eng.now if oldest is None else min(oldest, eng.now)
-            for acct in eng.accounts.values():
-                for ep in acct.mismatches.values():
-                    open_mm[ep.cls or ""] += 1
-                for an in acct.anomalies.values():
-                    if an.status:
-                        open_an[an.status] += 1
+            mm, an = pe.open_counts()
+            open_mm.update(mm)
+            open_an.update(an)
         m.set_open(self.m.open_mismatches, "class", open_mm, m.OPEN_MISMATCH_CLASSES)
         m.set_open(self.m.open_witness_anomalies, "status", open_an, m.WITNESS_STATUSES)
         if oldest is not None:

@@ -76,6 +76,12 @@ class PartitionEngine:
         # input came late tells an operator which producer or fetch to look at (the engine counts
         # them all together, in `stats`)
         self.late: dict[Feed, int] = {}
+        # open mismatch episodes by class and witness anomalies by status, recounted by checkpoints
+        # for the accounts they write (see `open_counts`)
+        self._open: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # accounts with any
+        self._open_mm: dict[str, int] = {}
+        self._open_an: dict[str, int] = {}
+        self._open_counted = False  # every account counted once (the first `open_counts`)
         # the engine's counters as restored: what it counted before this process took it over
         self.stats_at_start: dict[str, int] = dict(engine.stats)
 
@@ -182,6 +188,43 @@ class PartitionEngine:
                 touched.update(a for a, s in self.engine.accounts.items()
                                if s.ledger is not None and witness.sums_differ(s))
 
+    def open_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Open mismatch episodes by class ("" while unclassified) and open witness anomalies by
+        status over this engine's accounts, as of the last checkpoint (the caller must not change
+        the dicts).
+
+        Counted once over every account, then kept by each checkpoint for the accounts it writes:
+        those are exactly the accounts that may have changed since the one before (see `checkpoint`).
+        A count of every account at every metrics update (each second) cost ~1 µs an account on the
+        worker's loop thread: 2% of it with 20,000 accounts, and growing with them."""
+        if not self._open_counted:
+            self._open_counted = True
+            self._recount(self.engine.accounts)
+        return self._open_mm, self._open_an
+
+    def _recount(self, accounts: Iterable[str]) -> None:
+        """Update the open counts for `accounts` (ids of this engine's accounts)."""
+        state = self.engine.accounts
+        mm, an, cache = self._open_mm, self._open_an, self._open
+        for account in accounts:
+            old = cache.pop(account, None)
+            if old is not None:
+                for cls in old[0]:
+                    mm[cls] -= 1
+                for status in old[1]:
+                    an[status] -= 1
+            acct = state[account]
+            if not acct.mismatches and not acct.anomalies:
+                continue
+            classes = tuple([ep.cls or "" for ep in acct.mismatches.values()])
+            statuses = tuple([a.status for a in acct.anomalies.values() if a.status])
+            if classes or statuses:
+                cache[account] = (classes, statuses)
+                for cls in classes:
+                    mm[cls] = mm.get(cls, 0) + 1
+                for status in statuses:
+                    an[status] = an.get(status, 0) + 1
+
     def commit_offsets(self) -> dict[Feed, int]:
         """Per account lane: every record below this offset is reflected in engine state."""
         return {f: lane.commit_offset() for f, lane in self.lanes.items()}
@@ -205,6 +248,8 @@ class PartitionEngine:
             acct = accounts.get(account)
             if acct is not None:
                 rows[account] = encode({"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)})
+        if self._open_counted:
+            self._recount(rows)  # every account written: the only ones that may have changed
         self.touched = set()
         self._unsettled = unsettled  # each was touched when its records were applied: written by now
         if self.skip and all(o <= offsets.get(f, 0) for ahead in self.skip.values() for f, o in ahead.items()):

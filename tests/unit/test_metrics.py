@@ -326,7 +326,7 @@ def test_engine_counters_count_each_record_once_across_rebalances() -> None:
 
     def engine(**stats: int) -> SimpleNamespace:
         eng = SimpleNamespace(stats=Tally(stats), started=False, now=0, accounts={})
-        return SimpleNamespace(engine=eng, stats_at_start=dict(stats))
+        return SimpleNamespace(engine=eng, stats_at_start=dict(stats), open_counts=lambda: ({}, {}))
 
     pipeline = SimpleNamespace(engines={0: engine(), 1: engine(late_records=5, ep3_stale=2)})
     wm.state(pipeline, 0.0, {})  # type: ignore[arg-type]

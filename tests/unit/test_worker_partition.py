@@ -136,6 +136,31 @@ def test_records_applied_late_are_counted_per_input() -> None:
     assert pe.late == {Feed.FILLS: 2, Feed.MARKS: 1} and pe.engine.stats["late_records"] == 3
 
 
+def test_the_open_counts_include_an_account_that_settled_untouched() -> None:
+    """An account whose records are at the last instant when every input goes quiet is unsettled:
+    its mismatch episode opens only when another account's record moves event time on, and nothing
+    touches it then (no event: the episode is pending). The open counts, kept by checkpoints, see it
+    once the next checkpoint has written it."""
+    instruments, marks = GlobalLog(0), GlobalLog(0)
+    pe = PartitionEngine(0, Engine(EngineConfig()), {}, {"instruments/0": instruments, "marks/0": marks}, {},
+                         idle_ms=1_000, now=0.0, clock_idle_ms=10**9)
+    instruments.append([(500, Feed.INSTRUMENTS, Instrument("XAU", Decimal(1), Decimal("0.1")), 0)], 1, 0.0)
+    marks.append([(500, Feed.MARKS, Mark("XAU", Decimal(7), 500), 0)], 1, 0.0)
+    pe.lanes[Feed.EP3].push([(1_000, Feed.EP3, Ep3PositionEvent(
+        "A", "SNAPSHOT", 1, 1_000, (PositionQty("XAU", Decimal(1)),)), 0)], 1, 0.0)
+    pe.lanes[Feed.RISK].push([(1_000, Feed.RISK, RiskSnapshot(
+        "A", 1_000, (RiskPosition("XAU", Decimal(2), Decimal("1.4")),), Decimal("1.4"), Decimal(0), Decimal(100),
+        Decimal(50)), 0)], 1, 0.0)
+    assert pe.step(5_000.0) == [] and pe.engine.unsettled() == ["A"]
+    pe.checkpoint()  # A written, no longer touched
+    assert pe.open_counts() == ({}, {})
+    pe.lanes[Feed.EP3].push([(3_000, Feed.EP3, Ep3PositionEvent("B", "SNAPSHOT", 1, 3_000, ()), 1)], 2, 6_000.0)
+    assert pe.step(10_000.0) == [] and pe.touched == {"B"}
+    assert pe.open_counts() == ({}, {})  # as of the last checkpoint
+    assert set(pe.checkpoint()) == {"A", "B", meta_key(0)}
+    assert pe.open_counts() == ({"": 1}, {})  # A's episode, pending (unclassified)
+
+
 def test_pipeline_engines_start_on_the_fast_path() -> None:
     """A fresh (or cleanly restored) engine has nothing to skip."""
     pipe: Pipeline = new_pipeline(DictStore())

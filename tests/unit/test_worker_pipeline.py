@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import pytest
@@ -17,7 +17,7 @@ from streams.core.params import EngineConfig
 from streams.core.records import Feed
 from streams.tapes import replay
 from streams.tapes.model import TapeRecord
-from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS
+from streams.worker.partition import ACCOUNT_FEEDS, GLOBAL_FEEDS, PartitionEngine
 from streams.worker.pipeline import Checkpoint, Pipeline, Raw
 from streams.worker.synth import traffic
 from tests.support.stores import DictStore
@@ -406,3 +406,65 @@ def test_the_batch_loop_gives_what_the_general_path_gives(feed: Feed, start: int
     assert got == want
     assert got_dead == want_dead
     assert counted == pipe.consumed[feed] - counted
+
+
+def _full_count(pe: PartitionEngine) -> tuple[dict[str, int], dict[str, int]]:
+    """Open episodes by class and anomalies by status, counted over every account."""
+    mm: Counter[str] = Counter()
+    an: Counter[str] = Counter()
+    for acct in pe.engine.accounts.values():
+        mm.update(ep.cls or "" for ep in acct.mismatches.values())
+        an.update(a.status for a in acct.anomalies.values() if a.status)
+    return dict(mm), dict(an)
+
+
+@pytest.mark.parametrize(("checkpoint_every", "count_every"), [(3, 2), (2, 5), (1, 1), (7, 3)])
+def test_the_open_counts_kept_by_checkpoints_equal_a_count_of_every_account(
+        tape: list[TapeRecord], checkpoint_every: int, count_every: int) -> None:
+    """The worker's open-mismatch and open-anomaly gauges come from counts each partition engine
+    keeps with its checkpoints, from the accounts they write: whenever they are read, they equal a
+    count over every account at the last checkpoint. The tape comes in two halves with a quiet
+    spell after each: every input idle, event time stays at the last instant, whose accounts settle
+    (untouched) only when the next half moves it on."""
+    topics = to_topics(tape)
+    pipe = new_pipeline(DictStore(), clock_idle_ms=10**9)  # event time never follows the wall clock
+    now, rounds = 0.0, 0
+    at_checkpoint: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+    seen: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
+
+    def checkpoint() -> None:
+        stored(pipe, pipe.checkpoint())
+        for p, pe in pipe.engines.items():
+            at_checkpoint[p] = _full_count(pe)
+            if rounds == checkpoint_every:
+                pe.open_counts()  # the first read (every account), from then on kept
+
+    def check() -> None:
+        for p, pe in pipe.engines.items():
+            mm, an = pe.open_counts()
+            got = ({k: v for k, v in mm.items() if v}, {k: v for k, v in an.items() if v})
+            assert got == at_checkpoint[p]
+            seen[0].update(got[0])
+            seen[1].update(got[1])
+
+    for half in (0, 1):
+        pos = {tp: len(raws) // 2 * half for tp, raws in topics.items()}
+        end = {tp: len(raws) if half else len(raws) // 2 for tp, raws in topics.items()}
+        while any(pos[tp] < end[tp] for tp in topics):
+            for tp, raws in topics.items():
+                batch = raws[pos[tp]:min(pos[tp] + 7, end[tp])]
+                pos[tp] += len(batch)
+                pipe.ingest(tp[0], tp[1], batch, now)
+            now += 100
+            pipe.step(now)
+            rounds += 1
+            if rounds % checkpoint_every == 0:
+                checkpoint()
+            if rounds % count_every == 0 and at_checkpoint:
+                check()
+        now += 20_000
+        pipe.step(now)  # every input idle: all released, the last instant left unsettled
+        checkpoint()
+        check()
+    # along the way: episodes unclassified and classified, witness anomalies of every status
+    assert seen[0][""] and seen[0]["persistent"] and set(seen[1]) == {"mismatch", "never_in_cache", "phantom"}
