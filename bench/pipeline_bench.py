@@ -14,6 +14,8 @@ decoded once with the input codecs. Measured in the same run, interleaved, best 
    twice: with the worker process's GC thresholds (`streams.agents.runtime.GC_THRESHOLDS`) and with
    CPython's default ones, whose collections cost the decode stage ~half its time.
 µs are per input record (marks and instruments counted once), as the worker's stage metric is.
+Then the cost of the worker's open-episode gauges after such a run: a count of every account (what
+the worker did each second) against a read of the counts its checkpoints keep.
 `--profile` prints a cProfile of the pipeline's `step` calls. The event digest lets a change of the
 worker's driver show that its output did not change.
 """
@@ -28,7 +30,7 @@ import pstats
 import sys
 import time
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,44 @@ def run_pipeline(topics: dict[TP, list[Raw]], chunk: int, rate: float, profile: 
     return ingest_s, step_s, events
 
 
+def open_counts_cost(topics: dict[TP, list[Raw]], reads: int = 20) -> tuple[int, float, float, float]:
+    """The worker's open-episode gauges (`WorkerMetrics.state`, each second) over the pipeline's
+    engines after the run: (accounts, CPU s of a count of every account, as the worker did before
+    the counts were kept by checkpoints; CPU s of a read of the kept counts; CPU s of the recount
+    that a checkpoint writing every account adds to it)."""
+    pipe = Pipeline(TOPICS, input_codecs(), lambda p: EngineConfig(scope=f"p{p}"), DictStore(), 2_000)
+    for tp, raws in topics.items():
+        pipe.ingest(tp[0], tp[1], raws, 0.0)
+    pipe.step(10**9)
+    engines = list(pipe.engines.values())
+    clock = time.process_time
+    t = clock()
+    for _ in range(reads):
+        mm: Counter[str] = Counter()
+        an: Counter[str] = Counter()
+        for pe in engines:
+            for acct in pe.engine.accounts.values():
+                for ep in acct.mismatches.values():
+                    mm[ep.cls or ""] += 1
+                for a in acct.anomalies.values():
+                    if a.status:
+                        an[a.status] += 1
+    full = (clock() - t) / reads
+    for pe in engines:
+        pe.open_counts()
+    t = clock()
+    for _ in range(reads):
+        for pe in engines:
+            pe.open_counts()
+    kept = (clock() - t) / reads
+    t = clock()
+    for pe in engines:
+        pe._recount(list(pe.engine.accounts))
+    recount = clock() - t
+    assert sum(sum(pe.open_counts()[0].values()) for pe in engines) == sum(mm.values())
+    return sum(len(pe.engine.accounts) for pe in engines), full, kept, recount
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fills", type=int, default=20_000)
@@ -180,6 +220,11 @@ def main() -> None:
                      ("pipeline", "Pipeline.step (worker 'engine' stage)"), ("pipeline0", same),
                      ("ingest", "Pipeline.ingest (worker 'decode' stage)"), ("ingest0", same)):
         print(f"  {label:<40} {best[k] / n * 1e6:7.2f}  ({best[k] / best['engine']:.2f}× engine)")
+    accounts, full, kept, recount = open_counts_cost(topics)
+    print(f"open-episode gauges over {accounts:,} accounts (the worker reads them each second): a count of every "
+          f"account {full * 1e3:.2f} ms; the counts kept by checkpoints {kept * 1e3:.3f} ms a read "
+          f"({full / max(kept, 1e-9):,.0f}× less), plus {recount / accounts * 1e6:.2f} µs an account a "
+          f"checkpoint writes")
     if args.profile:
         prof = cProfile.Profile()
         gc.set_threshold(*GC_THRESHOLDS)

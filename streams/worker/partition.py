@@ -207,17 +207,19 @@ class PartitionEngine:
         state = self.engine.accounts
         mm, an, cache = self._open_mm, self._open_an, self._open
         for account in accounts:
-            old = cache.pop(account, None)
+            acct = state[account]
+            episodes, anomalies = acct.mismatches, acct.anomalies
+            old = cache.get(account)
+            if old is None and not episodes and not anomalies:
+                continue  # nothing open before or now: most accounts
             if old is not None:
+                del cache[account]
                 for cls in old[0]:
                     mm[cls] -= 1
                 for status in old[1]:
                     an[status] -= 1
-            acct = state[account]
-            if not acct.mismatches and not acct.anomalies:
-                continue
-            classes = tuple([ep.cls or "" for ep in acct.mismatches.values()])
-            statuses = tuple([a.status for a in acct.anomalies.values() if a.status])
+            classes = tuple([ep.cls or "" for ep in episodes.values()])
+            statuses = tuple([a.status for a in anomalies.values() if a.status])
             if classes or statuses:
                 cache[account] = (classes, statuses)
                 for cls in classes:
