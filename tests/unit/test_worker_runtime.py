@@ -31,6 +31,8 @@ from streams.agents.runtime import (
     FETCH_FRESH_MS,
     GATE_BACKLOG,
     GC_THRESHOLDS,
+    GLOBAL_FETCH_WAIT_MS,
+    GLOBAL_HW_AGE_MS,
     LANE_MIN,
     Worker,
     checkpoint_interval,
@@ -493,6 +495,24 @@ def test_an_idle_input_holds_event_time_at_what_arrived_skew_ms_before_its_last_
     worker._mark_caught_up(10_000.0)
     assert pe.aligner.skew_ms == skew_ms
     assert pe.aligner.watermark(10_000.0) == watermark
+
+
+def test_a_shared_inputs_cached_high_watermark_counts_as_global_hw_age_ms_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka does not say when it last fetched a shared (marks, instruments) partition: it
+    long-polls every GLOBAL_FETCH_WAIT_MS, and its cached high watermark counts as GLOBAL_HW_AGE_MS
+    old, on the loop's clock. Caught up when the log holds everything below it."""
+    worker = new_worker(tmp_path)
+    worker.pipeline.engine(0, 0.0)
+    log = worker.pipeline.declare(worker.topics[Feed.MARKS], 0, 0.0)
+    log.append([(1_000, Feed.MARKS, None, 0)], 1, 0.0)
+    monkeypatch.setattr(worker.app.consumer, "highwater", lambda tp: None)
+    monkeypatch.setattr(worker.app.consumer, "fetched_at", lambda tp: None)
+    for hw, caught_up in ((1, True), (2, False), (None, False)):
+        worker.reader = SimpleNamespace(highwater=lambda topic, partition, hw=hw: hw)  # type: ignore[assignment]
+        worker._mark_caught_up(50_000.0)
+        assert log.caught_up is caught_up and log.fresh_at == 50_000.0 - GLOBAL_HW_AGE_MS
+    assert GLOBAL_FETCH_WAIT_MS < GLOBAL_HW_AGE_MS
 
 
 def test_a_broker_that_does_not_answer_the_shared_topics_listing_is_asked_again_later(
