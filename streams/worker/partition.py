@@ -18,7 +18,12 @@ Checkpoints make state and offsets agree without transactions:
   account that a checkpoint caught with unsettled work, once that work has settled (when every input
   is idle, event time stays at the last instant, whose records are applied but not settled until
   time moves);
-- a checkpoint of an engine that changed nothing since the last one has no rows at all.
+- a checkpoint of an engine that changed nothing since the last one has no rows at all;
+- a lane whose log was replaced (its topic deleted and made again: `rewind`) reads the new log from
+  its start, and its offsets are of that log from then on: `meta` and the account rows say which log
+  (the lane's *epoch*, written once it is not 0), and a row is ahead of `meta` only in the same log
+  or a later one. `meta` also keeps the id the broker gave each input topic, so that a worker
+  restoring the engine finds a topic replaced while nobody read it.
 """
 
 from __future__ import annotations
@@ -59,10 +64,13 @@ class PartitionEngine:
     def __init__(self, partition: int, engine: Engine, offsets: Mapping[str, int],
                  logs: Mapping[str, GlobalLog], cursors: Mapping[str, int], idle_ms: int, now: float,
                  skip: dict[str, dict[str, int]] | None = None, clock_idle_ms: int | None = None,
-                 skew_ms: int = 0) -> None:
+                 skew_ms: int = 0, epochs: Mapping[str, int] | None = None,
+                 topic_ids: Mapping[str, str] | None = None) -> None:
         self.partition = partition
         self.engine = engine
-        self.lanes = {f: AccountLane(offsets.get(f.value, 0), now) for f in ACCOUNT_FEEDS}
+        epochs, topic_ids = epochs or {}, topic_ids or {}
+        self.lanes = {f: AccountLane(offsets.get(f.value, 0), now, epochs.get(f.value, 0), topic_ids.get(f.value))
+                      for f in ACCOUNT_FEEDS}
         self.cursors = dict(cursors)  # as restored: also for shared logs declared after this engine
         self.globals = {key: GlobalLane(log, cursors.get(key, 0)) for key, log in logs.items()}
         self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms,
@@ -227,6 +235,16 @@ class PartitionEngine:
                 for status in statuses:
                     an[status] = an.get(status, 0) + 1
 
+    def rewind(self, feed: Feed, topic_id: str | None) -> None:
+        """The log of this partition of `feed` was replaced (its topic deleted and made again): read
+        the new one from its start (see `AccountLane.rewind`). Checkpoints then write the lane's
+        epoch with its offsets, in `meta` and in each account row: offsets of the old log mean
+        nothing in the new one, and on restore a row is ahead of `meta` only in the same log or a
+        later one (rows written before the rewind keep the old log's offsets, and are not)."""
+        self.lanes[feed].rewind(topic_id)
+        for ahead in self.skip.values():
+            ahead.pop(feed.value, None)
+
     def commit_offsets(self) -> dict[Feed, int]:
         """Per account lane: every record below this offset is reflected in engine state."""
         return {f: lane.commit_offset() for f, lane in self.lanes.items()}
@@ -240,6 +258,8 @@ class PartitionEngine:
         the young collections of the cyclic GC, were promoted, and brought on full collections of
         the worker's whole heap: a cut took 0.8-1.7 s instead of 0.44-0.47 (worker bench)."""
         offsets = {f.value: o for f, o in self.commit_offsets().items()}
+        # lanes whose log was replaced (see `rewind`): each row says which log its offsets are of
+        epochs = {f.value: lane.epoch for f, lane in self.lanes.items() if lane.epoch}
         rows: dict[str, Any] = {}
         accounts = self.engine.accounts
         # accounts written before with unsettled work change again when it settles: write them then
@@ -249,17 +269,26 @@ class PartitionEngine:
         for account in self.touched | (self._unsettled - unsettled):
             acct = accounts.get(account)
             if acct is not None:
-                rows[account] = encode({"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)})
+                row = {"p": self.partition, "offsets": offsets, "state": account_to_dict(acct)}
+                if epochs:
+                    row["epochs"] = epochs
+                rows[account] = encode(row)
         if self._open_counted:
             self._recount(rows)  # every account written: the only ones that may have changed
         self.touched = set()
         self._unsettled = unsettled  # each was touched when its records were applied: written by now
         if self.skip and all(o <= offsets.get(f, 0) for ahead in self.skip.values() for f, o in ahead.items()):
             self.skip = {}
-        meta = encode({
+        meta_row = {
             "p": self.partition, "offsets": offsets, "engine": engine_to_dict(self.engine),
             "globals": {k: lane.offset for k, lane in self.globals.items()},
-        })
+        }
+        if epochs:
+            meta_row["epochs"] = epochs
+        topic_ids = {f.value: lane.topic_id for f, lane in self.lanes.items() if lane.topic_id is not None}
+        if topic_ids:
+            meta_row["topic_ids"] = topic_ids
+        meta = encode(meta_row)
         # an idle engine's checkpoint changes nothing: it writes no row (a worker stopped while idle
         # then leaves no row in flight, and its local store holds everything its changelog does)
         if rows or meta != self._last_meta:
@@ -279,13 +308,35 @@ class PartitionEngine:
             else:
                 accounts.append(row)
         offsets: Mapping[str, int] = meta["offsets"] if meta else {}
-        skip = {}
+        epochs: dict[str, int] = dict(meta.get("epochs", {})) if meta else {}
+        skip: dict[str, dict[str, int]] = {}
+        skip_epochs: dict[str, Mapping[str, int]] = {}
+        ahead_epochs: dict[str, int] = {}
         for row in accounts:
-            if any(o > offsets.get(f, 0) for f, o in row["offsets"].items()):
+            row_epochs = row.get("epochs", {})
+            # ahead of meta: a later log of the lane (a rewind meta does not hold yet), or the same
+            # one further on
+            ahead = {f: o for f, o in row["offsets"].items()
+                     if (row_epochs.get(f, 0), o) > (epochs.get(f, 0), offsets.get(f, 0))}
+            if ahead:
                 skip[row["state"]["account_id"]] = dict(row["offsets"])
+                skip_epochs[row["state"]["account_id"]] = row_epochs
+                for f in ahead:
+                    if row_epochs.get(f, 0) > epochs.get(f, 0):
+                        ahead_epochs[f] = max(ahead_epochs.get(f, 0), row_epochs[f])
         engine = restore_engine(cfg, meta["engine"] if meta else None,
                                 (account_from_dict(r["state"]) for r in accounts))
-        pe = cls(partition, engine, offsets, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
-                 clock_idle_ms, skew_ms)
+        start = dict(offsets)
+        topic_ids: dict[str, str] = dict(meta.get("topic_ids", {})) if meta else {}
+        for f, epoch in ahead_epochs.items():
+            # the checkpoint that rewound this lane was cut short before its meta: the lane reads the
+            # new log from its start (whose id meta does not know), skipping what those rows hold
+            epochs[f], start[f] = epoch, 0
+            topic_ids.pop(f, None)
+        for account, ahead_offsets in skip.items():  # offsets of another log than the lane's skip nothing
+            row_epochs = skip_epochs[account]
+            skip[account] = {f: o for f, o in ahead_offsets.items() if row_epochs.get(f, 0) == epochs.get(f, 0)}
+        pe = cls(partition, engine, start, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
+                 clock_idle_ms, skew_ms, epochs, topic_ids)
         pe.touched.update(skip)
         return pe

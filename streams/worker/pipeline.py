@@ -139,6 +139,11 @@ class Pipeline:
             for log in self.logs.values():
                 log.last_arrival = now
 
+    def rewind(self, topic: str, partition: int, topic_id: str | None) -> None:
+        """The log of an account topic-partition was replaced (its topic deleted and made again,
+        now with `topic_id`): its engine reads the new log from its start (`PartitionEngine.rewind`)."""
+        self.engines[partition].rewind(self.feed_of[topic], topic_id)
+
     def retain(self, partitions: Iterable[int]) -> list[int]:
         """Drop the engines of partitions no longer assigned; returns the dropped ones."""
         keep = set(partitions)

@@ -105,11 +105,17 @@ def merge(runs: Sequence[Sequence[Entry]]) -> list[Entry]:
 class AccountLane:
     """A lane owned by one engine: one account topic-partition. `next_offset` is the consumed end."""
 
-    __slots__ = ("_entries", "_head", "caught_up", "fresh_at", "last_arrival", "max_ts", "next_offset")
+    __slots__ = ("_entries", "_floor", "_head", "caught_up", "epoch", "fresh_at", "last_arrival", "max_ts",
+                 "next_offset", "topic_id")
 
-    def __init__(self, next_offset: int = 0, now: float = 0.0) -> None:
+    def __init__(self, next_offset: int = 0, now: float = 0.0, epoch: int = 0, topic_id: str | None = None) -> None:
         self._entries: list[Entry] = []
         self._head = 0
+        # the partition's log: how many times it was found replaced (its topic deleted and made again),
+        # and the id the broker gave its topic (None: not known yet); see `rewind`
+        self.epoch = epoch
+        self.topic_id = topic_id
+        self._floor = 0  # entries below this index are of the log before the last rewind
         self.max_ts: int | None = None
         self.last_arrival = now
         self.next_offset = next_offset
@@ -143,16 +149,27 @@ class AccountLane:
         self._head += n
         if self._head > 4096 and self._head * 2 > len(self._entries):
             del self._entries[:self._head]
+            self._floor = max(0, self._floor - self._head)
             self._head = 0
 
     def pending(self) -> int:
         return len(self._entries) - self._head
 
     def commit_offset(self) -> int:
-        """The offset to commit: the first entry not yet applied, else the consumed end."""
+        """The offset to commit: the first entry not yet applied, else the consumed end (0 while
+        entries of a log replaced since are still held: nothing of the new one is applied)."""
         if self._head < len(self._entries):
-            return self._entries[self._head][3]
+            return 0 if self._head < self._floor else self._entries[self._head][3]
         return self.next_offset
+
+    def rewind(self, topic_id: str | None) -> None:
+        """The partition's log was replaced (its topic deleted and made again, with `topic_id`):
+        what arrives from now on is the new log, read from its start, with offsets of its own.
+        Entries still held from the old log are applied as usual, in event-time order."""
+        self.epoch += 1
+        self.topic_id = topic_id
+        self.next_offset = 0
+        self._floor = len(self._entries)
 
 
 class Aligner:
