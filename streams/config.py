@@ -91,6 +91,7 @@ class Settings:
     heartbeat_ms: int = 3_000
     commit_interval_ms: int = 2_000
     recovery_delay_ms: int = 1_000  # wait after a rebalance before table recovery starts
+    metadata_max_age_ms: int = 30_000  # the consumer refreshes topic metadata at least this often
 
     # --- clickhouse ------------------------------------------------------------------------------
     clickhouse_url: str = ""

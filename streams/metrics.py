@@ -79,6 +79,8 @@ class Metrics(NamedTuple):
     dead_letters: Counter  # divmon_dead_letters_total{feed, reason}
     late_records: Counter  # divmon_late_records_total: applied after event time had passed them
     input_lost: Counter  # divmon_input_lost_records_total{feed}: deleted by the broker before they were read
+    input_replaced: Counter  # divmon_input_replaced_total{feed}: partitions found with a new log (topic made again)
+    input_missing: Gauge  # divmon_input_missing_partitions{feed}: partitions this worker's engines lack
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
     events_emitted: Counter  # divmon_events_emitted_total{type, class}: every emission (each version)
     mismatches: Counter  # divmon_mismatches_total{class}: mismatch episodes, once, when classified
@@ -182,6 +184,12 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
                            "read them: skipped when its fetch position was reset to the earliest offset held; "
                            "verdicts for the accounts they concerned may be wrong", ["feed"], namespace=n,
                            registry=inner),
+        input_replaced=Counter("input_replaced", "Input partitions found with a new log (their topic deleted and "
+                               "made again): each is read from the start of its new log", ["feed"], namespace=n,
+                               registry=inner),
+        input_missing=Gauge("input_missing_partitions", "Partitions of an input that this worker's partition engines "
+                            "lack (its topic deleted?): event time waits for them, verdicts are held", ["feed"],
+                            namespace=n, registry=inner),
         ep3_stale=Counter("ep3_stale", "EP3 events ignored because their seq was not above the last applied",
                           namespace=n, registry=inner),
         events_emitted=Counter("events_emitted", "Events emitted (every version), per type and class",
@@ -233,6 +241,8 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
     for feed in feeds:
         m.records_consumed.labels(feed=feed)
         m.input_lost.labels(feed=feed)
+        m.input_replaced.labels(feed=feed)
+        m.input_missing.labels(feed=feed)
         m.consumer_lag.labels(feed=feed)
         for reason in DEAD_LETTER_REASONS:
             m.dead_letters.labels(feed=feed, reason=reason)

@@ -84,6 +84,9 @@ def create_app(s: Settings) -> DivmonApp:
         broker_commit_interval=s.commit_interval_ms / 1000,
         broker_max_poll_records=20_000,
         stream_recovery_delay=s.recovery_delay_ms / 1000,
+        # Faust's default is 5 minutes: an input topic deleted and made again was read again (and the
+        # worker's event time, held while it was gone, moved again) only that long after
+        consumer_metadata_max_age_ms=s.metadata_max_age_ms,
         table_standby_replicas=1,
         producer_acks=-1,
         logging_config=None,

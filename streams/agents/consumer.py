@@ -19,23 +19,30 @@ and the output producer have stored everything derived from them, and Faust's ow
 commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
 
 Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`, `_getmany`,
-`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`) and on aiokafka 0.14's fetcher
+`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`, `_commit`, and `perform_seek`'s use
+of what `seek_to_committed` returns) and on aiokafka 0.14's fetcher
 (`FetchResult.getall`, `PartitionRecords`: its batches, its `next_fetch_offset`, and
 `_consumer_record`, which it calls once per record after its own offset, control batch, transaction
-and CRC handling): both dependencies are pinned to that minor in pyproject.toml.
+and CRC handling), and on the name `MetadataRequest` in aiokafka's client (see `no_topic_creation`):
+both dependencies are pinned to that minor in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol, cast
 
+from aiokafka import client as aiokafka_client
 from aiokafka import errors as aiokafka_errors
 from aiokafka.consumer import fetcher as aiokafka_fetcher
+from aiokafka.protocol import metadata as aiokafka_metadata
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service, ServiceT
+
+log = logging.getLogger("divmon.worker")
 
 # Topics whose records the fetcher hands over as raw tuples (see the module docstring): those of the
 # process's batch sink. A process runs one worker; a topic is never both raw and a Faust stream's.
@@ -104,6 +111,23 @@ def _getall(self: Any, max_records: int | None = None) -> list[Any]:
     return out
 
 
+class _MetadataRequestNoCreate(aiokafka_metadata.MetadataRequest):  # type: ignore[misc]
+    """aiokafka's metadata request, asking the broker not to create the topics it names."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+def no_topic_creation() -> None:
+    """From now on, this process's aiokafka clients (Faust's consumer and producer) never have the
+    broker create a topic by asking for its metadata. aiokafka asks for it (`allow_auto_topic_creation`
+    true), and on a broker with `auto.create.topics.enable` (Kafka's default) an input topic deleted
+    under a running worker was made again at once by the worker's own consumer, with the broker's
+    default partition count (measured: 1 of 4). Every topic divmon writes is created explicitly
+    (outputs, dead letters, Faust's changelog and assignor topics); input topics are the users'."""
+    aiokafka_client.MetadataRequest = _MetadataRequestNoCreate
+
+
 def raw_records(topics: frozenset[str]) -> None:
     """From now on, the fetcher hands over raw tuples for `topics` (and aiokafka's records for others)."""
     _RAW_TOPICS.update(topics)
@@ -125,6 +149,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     """aiokafka-backed Faust consumer with batch hand-over for input topics (see module docstring)."""
 
     batch_sink: BatchSink | None = None
+    # where input partitions must be read from instead of their committed offsets (see
+    # `seek_to_committed`); set by the worker
+    starts: Callable[[Mapping[TP, int]], Awaitable[Mapping[TP, int]]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,6 +193,41 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if tp in self._safe:
             return self._safe.pop(tp)
         return super()._new_offset(tp)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit `offsets`, leaving out partitions of topics the cluster no longer has (deleted):
+        aiokafka retries a commit the broker refuses with UNKNOWN_TOPIC_OR_PARTITION for as long as
+        it is refused, and the rebalance that follows a deletion waited on that commit for good
+        (measured: the worker stayed in it, retrying every 0.1 s, until it was stopped)."""
+        cluster = self._thread._ensure_consumer()._client.cluster
+        gone = sorted({tp.topic for tp in offsets if cluster.partitions_for_topic(tp.topic) is None})
+        if gone:
+            log.warning("offsets of %s not committed: no such topic in the cluster's metadata (deleted?)",
+                        ", ".join(gone))
+            offsets = {tp: o for tp, o in offsets.items() if tp.topic not in gone}
+            if not offsets:
+                return True
+        return bool(await super()._commit(offsets))
+
+    def seek_start(self, tp: TP) -> None:
+        """Read `tp` from the start of its log from now on; nothing of it counts as committed."""
+        self._thread.seek(tp, 0)
+        self._read_offset[tp] = None
+        self._committed_offset[tp] = None
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset (Faust's recovery does, each time
+        partitions are assigned), except those `starts` moves: a partition whose log was replaced
+        (its topic deleted and made again) is read from the start of the new log. Its committed
+        offset is of the old log, and read from there the new log's first records were skipped
+        without a trace. Returned as moved, so that Faust also counts nothing committed for it
+        (offsets of the new log, below the old ones, are committed from then on)."""
+        committed = dict(await super().seek_to_committed())
+        if self.starts is not None:
+            for tp, offset in (await self.starts(committed)).items():
+                await self.seek(tp, offset)
+                committed[tp] = offset
+        return committed
 
     # --- fetching --------------------------------------------------------------------------------
 

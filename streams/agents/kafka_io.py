@@ -13,6 +13,8 @@
   (every worker needs all of them), and can seek a partition back when a restored engine needs it.
   A read from an offset the broker no longer holds (deleted by retention) restarts the partition
   at its earliest offset and is reported to `InputLoss` (see `streams.agents.loss`).
+- `topic_ids` asks the brokers which id each topic has: a topic deleted and made again under the
+  same name has a new one (Kafka's topic ids, KIP-516), the one sign of it that offsets don't give.
 
 SASL/SSL settings pass through `client_config`; secrets never appear in logs.
 """
@@ -25,7 +27,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.agents.loss import InputLoss
@@ -49,6 +59,22 @@ def client_config(s: Settings) -> dict[str, Any]:
 
 def output_topics(s: Settings) -> dict[str, str]:
     return {t: f"{s.topic_prefix_out}{t}" for t in EVENT_TYPES}
+
+
+def topic_ids(s: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[str, str | None]:
+    """The id the brokers gave each topic (None: no such topic now). Raises KafkaException if the
+    brokers can't say (unreachable, not authorised)."""
+    admin = AdminClient(client_config(s))
+    out: dict[str, str | None] = {}
+    for topic, fut in admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout).items():
+        try:
+            out[topic] = str(fut.result(timeout).topic_id)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                out[topic] = None
+            else:
+                raise
+    return out
 
 
 def ensure_topics(s: Settings, partitions: int, timeout: float = 30.0) -> None:

@@ -13,7 +13,14 @@ costly) write a checkpoint to the state table and submit it to the commit gate. 
 - a record that can't be decoded or violates the contract goes to the dead-letter topic, is counted
   and is committed like any other: the worker never stops on input;
 - input the broker deleted before the worker read it (a position below the log start, reset to the
-  earliest offset held) is counted (`divmon_input_lost_records_total`) and logged with its offsets.
+  earliest offset held) is counted (`divmon_input_lost_records_total`) and logged with its offsets;
+- an account input whose topic is gone (deleted) leaves its partition engines without that input:
+  event time waits for it, so verdicts are held rather than made without it. The worker logs it and
+  counts the partitions missing (`divmon_input_missing_partitions`). A topic made again under the
+  same name has a new id (Kafka's topic ids): each time partitions are assigned, and when an engine
+  is restored, an input whose id is not the one the engine read is a new log, read from its start
+  (`divmon_input_replaced_total`, logged). Its committed offsets are the old log's; read from there,
+  the new log's first records were skipped, or taken for records read before, without a trace.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -32,7 +39,8 @@ from prometheus_client import CollectorRegistry
 
 from streams import metrics as metrics_mod
 from streams.agents.app import TABLE, TableStore, create_app, revoke_wait_s
-from streams.agents.kafka_io import ChangelogWriter, GlobalReader, Outputs, ensure_topics, output_topics
+from streams.agents.consumer import no_topic_creation
+from streams.agents.kafka_io import ChangelogWriter, GlobalReader, Outputs, ensure_topics, output_topics, topic_ids
 from streams.agents.loss import InputLoss, Lost, OffsetResetWatch
 from streams.agents.router import Router, WorkerMetrics
 from streams.codec import EventCodec, SchemaIds, input_codecs
@@ -143,6 +151,9 @@ class Worker:
         self.loss = InputLoss()  # input deleted by the broker before it was read (see streams.agents.loss)
         self.gate: CommitGate | None = None
         self._assigned: set[int] = set()
+        self._missing: dict[Feed, list[int]] = {}  # account inputs' partitions the engines lack
+        self._topic_ids: dict[str, str | None] = {}  # the account inputs' topic ids, as last asked
+        self._reborn: set[TP] = set()  # lanes rewound to a new log not sought there yet (not assigned then)
         self._warming: bool | None = None
         self._next_refresh = 0.0
         self._last_cp = 0.0
@@ -151,6 +162,7 @@ class Worker:
         self._state_cpu = 0.0  # loop-thread CPU of state writes since the last checkpoint was cut
         consumer: Any = app.consumer
         consumer.attach(self.router)
+        consumer.starts = self._starts
         app.task(self._main)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -160,6 +172,7 @@ class Worker:
 
         tune_gc()
         OffsetResetWatch(self.loss).install()  # before Faust's consumer starts fetching
+        no_topic_creation()  # an input topic deleted stays gone (and missing) until it is made again
         FaustWorker(self.app, loglevel=logging.getLevelName(logging.getLogger().level).lower(),
                     quiet=True).execute_from_commandline()
 
@@ -258,7 +271,7 @@ class Worker:
             self.pipeline.retain(assigned)
             self._assigned = assigned
         for p in sorted(assigned):
-            self.pipeline.engine(p, now)
+            self._engine(p, now)
         clock = self.clock
         t = clock.start()
         self._read_globals(now)
@@ -281,6 +294,69 @@ class Worker:
             clock.lap("metrics", t)
         self.router.ahead = self._ahead()
         return True
+
+    def _engine(self, partition: int, now: float) -> Any:
+        """The partition engine of `partition`, restored if it is new here; a restored engine whose
+        inputs' topic ids are not those it read (topics made again meanwhile) reads their new logs
+        from the start (`_starts` has sought them there, see `BatchConsumer.seek_to_committed`)."""
+        new = partition not in self.pipeline.engines
+        pe = self.pipeline.engine(partition, now)
+        if new:
+            consumer: Any = self.app.consumer
+            assigned = consumer.assignment()
+            self._check_logs(partition)  # (not restored by `_starts`: no offset committed for it)
+            for tp in [tp for tp in self._reborn if tp.partition == partition and tp in assigned]:
+                consumer.seek_start(tp)
+                self._reborn.discard(tp)
+        return pe
+
+    def _check_logs(self, partition: int) -> list[TP]:
+        """Compare engine `partition`'s account lanes with the inputs' topic ids (as last asked):
+        a lane that read no id yet takes the current one; a lane that read another is rewound to the
+        new log. Returns the topic-partitions rewound."""
+        pe = self.pipeline.engines[partition]
+        rewound = []
+        for feed, lane in pe.lanes.items():
+            topic = self.topics[feed]
+            now_id = self._topic_ids.get(topic)
+            if now_id is None:
+                continue  # not known (the brokers did not say), or the topic is gone
+            if lane.topic_id is None:
+                lane.topic_id = now_id
+            elif lane.topic_id != now_id:
+                log.error("input replaced: %s[%d] is a new log (topic id %s, was %s: the topic was deleted and "
+                          "made again); read from its start, the old log's records not applied yet are applied "
+                          "as they are", topic, partition, now_id, lane.topic_id)
+                self.pipeline.rewind(topic, partition, now_id)
+                self.loss.forget(topic, partition)  # a failed read of the old log concerns it no more
+                self.metrics.m.input_replaced.labels(feed=feed.value).inc()
+                rewound.append(TP(topic, partition))
+        self._reborn.update(rewound)
+        return rewound
+
+    async def _starts(self, committed: Mapping[TP, int]) -> dict[TP, int]:
+        """Where the assigned account partitions must be read from instead of their committed
+        offsets (see `BatchConsumer.seek_to_committed`): the start of a log that replaced the one
+        their engine read. Asks the brokers for the topic ids (the engines of newly assigned
+        partitions are restored here, from the recovered table, to know which ids they read); if
+        they can't say, every partition reads from its committed offset, as before."""
+        account = {self.topics[f] for f in ACCOUNT_FEEDS}
+        try:
+            loop = asyncio.get_running_loop()
+            self._topic_ids = await loop.run_in_executor(None, topic_ids, self.s, sorted(account),
+                                                         REFRESH_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("input topic ids unknown (brokers unavailable?): a topic deleted and made again "
+                        "meanwhile is not detected: %s", exc)
+            return {}
+        now = time.monotonic() * 1000
+        for p in sorted({tp.partition for tp in committed if tp.topic == self.topics[Feed.EP3]}):
+            self.pipeline.engine(p, now)  # restored here if new: its lanes say which ids they read
+            self._check_logs(p)
+        # rewound here, or before while their topic was not assigned (made again, not listed yet)
+        moved = {tp: 0 for tp in self._reborn if tp in committed}
+        self._reborn -= set(moved)
+        return moved
 
     def _ahead(self) -> set[TP]:
         """The account topic-partitions whose lane holds more than its share of `held_records`."""
@@ -475,3 +551,21 @@ class Worker:
         self.store.invalidate()
         self._assigned = set()
         self.pipeline.retain({tp.partition for tp in assigned if tp.topic == self.topics[Feed.EP3]})
+        self._note_missing(assigned)
+
+    def _note_missing(self, assigned: set[TP]) -> None:
+        """Account inputs lacking partitions that the other inputs have in this assignment (the
+        inputs are co-partitioned: each partition engine reads one partition of each): their topic
+        was deleted, or has fewer partitions. Logged when it starts and ends; counted by a gauge."""
+        topics = {self.topics[f]: f for f in ACCOUNT_FEEDS}
+        partitions = {tp.partition for tp in assigned if tp.topic in topics}
+        for topic, feed in topics.items():
+            missing = sorted(p for p in partitions if TP(topic, p) not in assigned)
+            before = self._missing.get(feed, [])
+            if missing and missing != before:
+                log.error("input missing: %s has no partition %s in this worker's assignment (topic deleted?); "
+                          "event time waits for it there, verdicts are held", topic, ", ".join(map(str, missing)))
+            elif before and not missing:
+                log.warning("input back: %s is assigned again on every partition", topic)
+            self._missing[feed] = missing
+            self.metrics.m.input_missing.labels(feed=feed.value).set(len(missing))

@@ -40,6 +40,8 @@ KAFKA_OPTIONS = [
     setting("heartbeat_ms", "Consumer group heartbeat interval in ms.", click.IntRange(100)),
     setting("commit_interval_ms", "Offset commit interval in ms.", click.IntRange(10)),
     setting("recovery_delay_ms", "Delay before table recovery after a rebalance, in ms.", click.IntRange(0)),
+    setting("metadata_max_age_ms", "The consumer refreshes topic metadata at least this often (ms): an input "
+            "topic made again after it was deleted is read again once it does.", click.IntRange(100)),
     setting("topic_ep3", "EP3 positions topic."),
     setting("topic_risk", "Risk-engine snapshots topic."),
     setting("topic_og_margin", "OG margin topic."),

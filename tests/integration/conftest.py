@@ -55,13 +55,13 @@ def kafka_topics(kafka_admin: AdminClient) -> TopicFactory:
         for future in kafka_admin.create_topics(new, operation_timeout=TOPIC_READY_TIMEOUT).values():
             future.result(timeout=TOPIC_READY_TIMEOUT)
         for name in wanted:
-            _wait_for_leaders(kafka_admin, name, partitions)
+            wait_for_leaders(kafka_admin, name, partitions)
         return wanted
 
     return create
 
 
-def _wait_for_leaders(admin: AdminClient, topic: str, partitions: int) -> None:
+def wait_for_leaders(admin: AdminClient, topic: str, partitions: int) -> None:
     """Block until the metadata shows ``partitions`` partitions of ``topic``, each with a leader."""
     deadline = time.monotonic() + TOPIC_READY_TIMEOUT
     while time.monotonic() < deadline:

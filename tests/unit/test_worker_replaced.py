@@ -1,0 +1,137 @@
+"""The worker driver's side of an input topic deleted and made again, without a broker: which
+partitions are missing, which lanes read a new log (a new topic id) and where the consumer must
+then read from, the commits it leaves out, and the metadata requests that never create a topic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import client as aiokafka_client
+from aiokafka.protocol.metadata import MetadataRequest_v5
+from confluent_kafka import KafkaError, KafkaException
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.agents import runtime as runtime_mod
+from streams.agents.consumer import no_topic_creation
+from streams.agents.runtime import Worker
+from streams.core.engine import Engine
+from streams.core.records import Feed
+from streams.worker.partition import ACCOUNT_FEEDS, PartitionEngine
+from tests.unit.test_worker_runtime import new_worker
+
+PARTITIONS = 4
+
+
+def _value(worker: Worker, name: str, **labels: str) -> float | None:
+    return worker.registry.get_sample_value(name, {"env": worker.s.env, **labels})
+
+
+def _tps(worker: Worker, feeds: tuple[Feed, ...], partitions: range | list[int] = range(PARTITIONS)) -> set[TP]:
+    return {TP(worker.topics[f], p) for f in feeds for p in partitions}
+
+
+def _engines(worker: Worker) -> None:
+    pipe = worker.pipeline
+    for p in range(PARTITIONS):
+        pipe.engines[p] = PartitionEngine(p, Engine(), {f.value: 50 for f in ACCOUNT_FEEDS}, pipe.logs, {},
+                                          pipe.idle_ms, 0.0)
+
+
+def test_an_input_missing_from_the_assignment_is_counted_logged_and_its_return_too(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    worker = new_worker(tmp_path)
+    others = (Feed.EP3, Feed.RISK, Feed.OG_MARGIN)
+    with caplog.at_level(logging.INFO, logger="divmon.worker"):
+        worker._note_missing(_tps(worker, others) | _tps(worker, (Feed.FILLS,), [0]))
+        assert _value(worker, "divmon_input_missing_partitions", feed="fills") == 3
+        assert _value(worker, "divmon_input_missing_partitions", feed="ep3.positions") == 0
+        assert f"input missing: {worker.topics[Feed.FILLS]} has no partition 1, 2, 3" in caplog.text
+        worker._note_missing(_tps(worker, (*others, Feed.FILLS)))
+    assert _value(worker, "divmon_input_missing_partitions", feed="fills") == 0
+    assert f"input back: {worker.topics[Feed.FILLS]}" in caplog.text
+
+
+def _ids(monkeypatch: pytest.MonkeyPatch, worker: Worker, **by_feed: str) -> None:
+    ids = {worker.topics[f]: by_feed.get(f.name.lower(), f"id-{f.value}") for f in ACCOUNT_FEEDS}
+    monkeypatch.setattr(runtime_mod, "topic_ids", lambda s, topics, timeout: {t: ids[t] for t in topics})
+
+
+def test_lanes_of_a_topic_with_a_new_id_read_its_log_from_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The first ids asked are taken as the ones the engines read; a later assignment that finds
+    the fills topic with another id rewinds the fills lanes and moves their partitions to offset 0
+    (only those assigned now: the one assigned later is moved then)."""
+    worker = new_worker(tmp_path)
+    _engines(worker)
+    fills = worker.topics[Feed.FILLS]
+    everything = _tps(worker, ACCOUNT_FEEDS)
+    committed = dict.fromkeys(everything, 50)
+    _ids(monkeypatch, worker)
+    assert asyncio.run(worker._starts(committed)) == {}
+    assert {pe.lanes[Feed.FILLS].topic_id for pe in worker.pipeline.engines.values()} == {"id-fills"}
+
+    _ids(monkeypatch, worker, fills="id-fills-2")
+    now = dict.fromkeys(everything - {TP(fills, 3)}, 50)
+    with caplog.at_level(logging.ERROR, logger="divmon.worker"):
+        assert asyncio.run(worker._starts(now)) == {TP(fills, p): 0 for p in range(3)}
+    for p, pe in worker.pipeline.engines.items():
+        lane = pe.lanes[Feed.FILLS]
+        assert (lane.epoch, lane.topic_id, lane.next_offset) == (1, "id-fills-2", 0)
+        assert pe.lanes[Feed.EP3].next_offset == 50  # the other inputs read on
+        assert f"input replaced: {fills}[{p}] is a new log (topic id id-fills-2, was id-fills" in caplog.text
+    assert _value(worker, "divmon_input_replaced_total", feed="fills") == PARTITIONS
+    # the partition assigned later is read from the start of the new log then, and rewound only once
+    assert asyncio.run(worker._starts(committed)) == {TP(fills, 3): 0}
+    assert asyncio.run(worker._starts(committed)) == {}
+    assert _value(worker, "divmon_input_replaced_total", feed="fills") == PARTITIONS
+
+
+def test_without_topic_ids_every_partition_reads_from_its_committed_offset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    worker = new_worker(tmp_path)
+    _engines(worker)
+
+    def unavailable(*_: Any) -> dict[str, str | None]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    monkeypatch.setattr(runtime_mod, "topic_ids", unavailable)
+    with caplog.at_level(logging.WARNING, logger="divmon.worker"):
+        assert asyncio.run(worker._starts(dict.fromkeys(_tps(worker, ACCOUNT_FEEDS), 50))) == {}
+    assert "input topic ids unknown" in caplog.text
+    assert all(lane.epoch == 0 for pe in worker.pipeline.engines.values() for lane in pe.lanes.values())
+
+
+def test_offsets_of_a_topic_the_cluster_no_longer_has_are_not_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka retries a commit refused with UNKNOWN_TOPIC_OR_PARTITION for as long as it is
+    refused: a rebalance after a deletion waited on it for good. Those offsets are left out."""
+    worker = new_worker(tmp_path)
+    consumer: Any = worker.app.consumer
+    fills, ep3 = worker.topics[Feed.FILLS], worker.topics[Feed.EP3]
+    cluster = SimpleNamespace(partitions_for_topic=lambda t: None if t == fills else {0, 1})
+    client = SimpleNamespace(_client=SimpleNamespace(cluster=cluster))
+    consumer._thread = SimpleNamespace(_ensure_consumer=lambda: client)
+    sent: list[dict[TP, int]] = []
+
+    async def commit(self: Any, offsets: dict[TP, int]) -> bool:
+        sent.append(dict(offsets))
+        return True
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", commit)
+    assert asyncio.run(consumer._commit({TP(fills, 0): 7, TP(ep3, 0): 9})) is True
+    assert asyncio.run(consumer._commit({TP(fills, 1): 3})) is True
+    assert sent == [{TP(ep3, 0): 9}]
+
+
+def test_metadata_requests_never_have_the_broker_create_a_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
+    assert aiokafka_client.MetadataRequest(["t"]).build(MetadataRequest_v5).allow_auto_topic_creation is True
+    no_topic_creation()
+    request = aiokafka_client.MetadataRequest(["t"])  # as aiokafka's client builds it
+    assert request.build(MetadataRequest_v5).allow_auto_topic_creation is False
