@@ -82,6 +82,7 @@ def test_a_worker_reads_a_topic_made_again_from_its_start(kafka_bootstrap: str, 
         def alive() -> None:
             assert proc.poll() is None, log.read_text()[-3000:]
 
+        wait_for(lambda: (alive(), "warm: partitions [0, 1, 2, 3]" in log.read_text())[1], 120, "the worker warm")
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: (alive(), committed(kafka_bootstrap, names) == ends)[1], 90, "the first half committed")
         old_ends = {p: ends.get((fills, p), 0) for p in range(PARTITIONS)}
