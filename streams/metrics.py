@@ -185,8 +185,8 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
                            "verdicts for the accounts they concerned may be wrong", ["feed"], namespace=n,
                            registry=inner),
         input_replaced=Counter("input_replaced", "Input partitions found with a new log (their topic deleted and "
-                               "made again): each is read from the start of its new log", ["feed"], namespace=n,
-                               registry=inner),
+                               "made again), by each partition engine that reads them: each is read from the "
+                               "start of its new log", ["feed"], namespace=n, registry=inner),
         input_missing=Gauge("input_missing_partitions", "Partitions of an input that this worker's partition engines "
                             "lack (its topic deleted?): event time waits for them, verdicts are held", ["feed"],
                             namespace=n, registry=inner),

@@ -63,7 +63,7 @@ def output_topics(s: Settings) -> dict[str, str]:
 
 def topic_ids(s: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[str, str | None]:
     """The id the brokers gave each topic (None: no such topic now). Raises KafkaException if the
-    brokers can't say (unreachable, not authorised)."""
+    brokers can't say within `timeout` (unreachable, not authorised)."""
     admin = AdminClient(client_config(s))
     out: dict[str, str | None] = {}
     for topic, fut in admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout).items():
@@ -74,6 +74,8 @@ def topic_ids(s: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict
                 out[topic] = None
             else:
                 raise
+        except TimeoutError as exc:  # the future's own wait, beyond the request's
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no answer about {topic} in {timeout} s")) from exc
     return out
 
 
@@ -274,6 +276,12 @@ class GlobalReader:
             tp = (str(msg.topic()), int(msg.partition() or 0))
             out[tp].append((int(msg.offset() or 0), msg.timestamp()[1], msg.key(), msg.value()))
         return out
+
+    def forget(self, topic: str, partition: int) -> None:
+        """Stop reading `topic[partition]` (its topic is gone); `refresh` assigns it again once the
+        topic is listed again."""
+        self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+        self.assigned.discard((topic, partition))
 
     def _restart(self, topic: str, partition: int, offset: int) -> None:
         """Reading `topic[partition]` at `offset` failed: the broker no longer holds it. Go on from

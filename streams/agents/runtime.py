@@ -154,6 +154,8 @@ class Worker:
         self._missing: dict[Feed, list[int]] = {}  # account inputs' partitions the engines lack
         self._topic_ids: dict[str, str | None] = {}  # the account inputs' topic ids, as last asked
         self._reborn: set[TP] = set()  # lanes rewound to a new log not sought there yet (not assigned then)
+        self._shared_ids: dict[str, str] = {}  # the shared topics' ids, of the logs the reader reads
+        self._shared_seen: set[str] = set()  # shared logs whose end offset the reader has known
         self._warming: bool | None = None
         self._next_refresh = 0.0
         self._last_cp = 0.0
@@ -308,7 +310,64 @@ class Worker:
             for tp in [tp for tp in self._reborn if tp.partition == partition and tp in assigned]:
                 consumer.seek_start(tp)
                 self._reborn.discard(tp)
+            self._check_shared_cursors(pe)
         return pe
+
+    def _shared_gone(self, topic: str, partition: int, key: str, now: float) -> None:
+        """The reader no longer knows the end of a shared partition it knew: its topic is gone from
+        the cluster's metadata (deleted). It stops reading it, so that nothing of a topic made again
+        under the name is read before `_check_shared_logs` knows which one it is (librdkafka would
+        read it from the old offset on); the log holds event time meanwhile (not caught up), and
+        the shared topics are listed again every second until it is back."""
+        assert self.reader is not None
+        log.error("input missing: %s[%d] is gone from the cluster's metadata (topic deleted?); event time "
+                  "waits for it", topic, partition)
+        self.reader.forget(topic, partition)
+        self._shared_seen.discard(key)
+        self._next_refresh = min(self._next_refresh, now + 1_000)
+
+    def _check_shared_logs(self, now: float) -> None:
+        """Ask the shared topics' ids (KafkaException if the brokers can't say). A topic whose id
+        changed since the last answer was deleted and made again: its logs are read again from the
+        start of the new one, and every engine's cursors into it too. Engines restored with
+        cursors into another id than the current one (replaced while nobody read it) also read the
+        new one from its start (the lowest cursor decides where the reader reads: 0)."""
+        shared = {self.topics[f]: f for f in GLOBAL_FEEDS}
+        ids = topic_ids(self.s, sorted(shared), REFRESH_TIMEOUT_S)
+        reader = self.reader
+        assert reader is not None
+        for topic, feed in shared.items():
+            now_id = ids.get(topic)
+            if now_id is None:
+                continue  # gone (deleted): nothing to read; its logs hold event time meanwhile
+            before = self._shared_ids.get(topic)
+            self._shared_ids[topic] = now_id
+            if before is not None and before != now_id:
+                for key, glog in self.pipeline.logs.items():
+                    if key.startswith(f"{feed.value}/"):
+                        partition = int(key.rsplit("/", 1)[1])
+                        self.loss.forget(topic, partition)
+                        glog.rewind(0, now)
+                        if (topic, partition) in reader.assigned:
+                            reader.rewind(topic, partition, 0)
+        for pe in self.pipeline.engines.values():
+            self._check_shared_cursors(pe)
+
+    def _check_shared_cursors(self, pe: Any) -> None:
+        """An engine's cursors into a shared topic are offsets of the id it recorded: of another id
+        than the one read now, they are reset to 0 (the new log is read from its start)."""
+        for feed in GLOBAL_FEEDS:
+            now_id = self._shared_ids.get(self.topics[feed])
+            if now_id is None:
+                continue
+            recorded = pe.global_ids.get(feed.value)
+            if recorded is None:
+                pe.global_ids[feed.value] = now_id
+            elif recorded != now_id:
+                log.error("input replaced: %s is a new log (topic id %s, was %s: the topic was deleted and made "
+                          "again) for engine p%d; read from its start", self.topics[feed], now_id, recorded,
+                          pe.partition)
+                self.metrics.m.input_replaced.labels(feed=feed.value).inc(pe.reread_global(feed, now_id))
 
     def _check_logs(self, partition: int) -> list[TP]:
         """Compare engine `partition`'s account lanes with the inputs' topic ids (as last asked):
@@ -351,8 +410,11 @@ class Worker:
             return {}
         now = time.monotonic() * 1000
         for p in sorted({tp.partition for tp in committed if tp.topic == self.topics[Feed.EP3]}):
-            self.pipeline.engine(p, now)  # restored here if new: its lanes say which ids they read
+            new = p not in self.pipeline.engines
+            pe = self.pipeline.engine(p, now)  # restored here if new: its lanes say which ids they read
             self._check_logs(p)
+            if new:
+                self._check_shared_cursors(pe)
         # rewound here, or before while their topic was not assigned (made again, not listed yet)
         moved = {tp: 0 for tp in self._reborn if tp in committed}
         self._reborn -= set(moved)
@@ -404,9 +466,14 @@ class Worker:
         assert self.reader is not None
         for key, log in self.pipeline.logs.items():
             feed_value, part = key.rsplit("/", 1)
-            hw = self.reader.highwater(self.topics[Feed(feed_value)], int(part))
+            topic = self.topics[Feed(feed_value)]
+            hw = self.reader.highwater(topic, int(part))
             log.caught_up = hw is not None and log.next_offset >= hw
             log.fresh_at = now - GLOBAL_HW_AGE_MS
+            if hw is not None:
+                self._shared_seen.add(key)
+            elif key in self._shared_seen and (topic, int(part)) in self.reader.assigned:
+                self._shared_gone(topic, int(part), key, now)
 
     def _highwater(self, tp: TP) -> int | None:
         consumer: Any = self.app.consumer
@@ -454,6 +521,7 @@ class Worker:
             # drop its engines and restore them, for nothing
             start_at = self.pipeline.global_start
             try:
+                self._check_shared_logs(now)  # first: a replaced topic is then read from the new cursors
                 new = reader.refresh(start_at, timeout=REFRESH_TIMEOUT_S)
             except KafkaException as exc:
                 log.warning("shared topics not listed (broker unavailable?), again in %d s: %s",

@@ -22,8 +22,9 @@ Checkpoints make state and offsets agree without transactions:
 - a lane whose log was replaced (its topic deleted and made again: `rewind`) reads the new log from
   its start, and its offsets are of that log from then on: `meta` and the account rows say which log
   (the lane's *epoch*, written once it is not 0), and a row is ahead of `meta` only in the same log
-  or a later one. `meta` also keeps the id the broker gave each input topic, so that a worker
-  restoring the engine finds a topic replaced while nobody read it.
+  or a later one. `meta` also keeps the id the broker gave each input topic (and each shared one,
+  which its cursors are offsets of), so that a worker restoring the engine finds a topic replaced
+  while nobody read it.
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ class PartitionEngine:
                  logs: Mapping[str, GlobalLog], cursors: Mapping[str, int], idle_ms: int, now: float,
                  skip: dict[str, dict[str, int]] | None = None, clock_idle_ms: int | None = None,
                  skew_ms: int = 0, epochs: Mapping[str, int] | None = None,
-                 topic_ids: Mapping[str, str] | None = None) -> None:
+                 topic_ids: Mapping[str, str] | None = None, global_ids: Mapping[str, str] | None = None) -> None:
         self.partition = partition
         self.engine = engine
         epochs, topic_ids = epochs or {}, topic_ids or {}
         self.lanes = {f: AccountLane(offsets.get(f.value, 0), now, epochs.get(f.value, 0), topic_ids.get(f.value))
                       for f in ACCOUNT_FEEDS}
         self.cursors = dict(cursors)  # as restored: also for shared logs declared after this engine
+        # the ids of the shared topics (by feed) that the cursors are offsets of (see `reread_global`)
+        self.global_ids = dict(global_ids or {})
         self.globals = {key: GlobalLane(log, cursors.get(key, 0)) for key, log in logs.items()}
         self.aligner = Aligner([*self.lanes.values(), *self.globals.values()], idle_ms,
                                clock_idle_ms=clock_idle_ms, skew_ms=skew_ms)
@@ -245,6 +248,20 @@ class PartitionEngine:
         for ahead in self.skip.values():
             ahead.pop(feed.value, None)
 
+    def reread_global(self, feed: Feed, topic_id: str) -> int:
+        """The shared `feed` topic was replaced (deleted and made again, now `topic_id`): this
+        engine's cursors into its partitions were offsets of the old one; read the new one from its
+        start (the owner then reads those partitions from 0: `GlobalLog.needs_rewind`). Returns how
+        many partitions' cursors it had."""
+        prefix = f"{feed.value}/"
+        keys = {k for k in [*self.cursors, *self.globals] if k.startswith(prefix)}
+        for key in keys:
+            self.cursors[key] = 0
+            if key in self.globals:
+                self.globals[key].offset = 0
+        self.global_ids[feed.value] = topic_id
+        return len(keys)
+
     def commit_offsets(self) -> dict[Feed, int]:
         """Per account lane: every record below this offset is reflected in engine state."""
         return {f: lane.commit_offset() for f, lane in self.lanes.items()}
@@ -288,6 +305,8 @@ class PartitionEngine:
         topic_ids = {f.value: lane.topic_id for f, lane in self.lanes.items() if lane.topic_id is not None}
         if topic_ids:
             meta_row["topic_ids"] = topic_ids
+        if self.global_ids:
+            meta_row["global_ids"] = dict(self.global_ids)
         meta = encode(meta_row)
         # an idle engine's checkpoint changes nothing: it writes no row (a worker stopped while idle
         # then leaves no row in flight, and its local store holds everything its changelog does)
@@ -337,6 +356,6 @@ class PartitionEngine:
             row_epochs = skip_epochs[account]
             skip[account] = {f: o for f, o in ahead_offsets.items() if row_epochs.get(f, 0) == epochs.get(f, 0)}
         pe = cls(partition, engine, start, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
-                 clock_idle_ms, skew_ms, epochs, topic_ids)
+                 clock_idle_ms, skew_ms, epochs, topic_ids, meta.get("global_ids") if meta else None)
         pe.touched.update(skip)
         return pe

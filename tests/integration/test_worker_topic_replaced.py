@@ -47,19 +47,19 @@ def _topic_id(admin: AdminClient, topic: str) -> str | None:
         return None
 
 
-def _make_again(admin: AdminClient, topic: str, old_id: str | None) -> None:
+def _make_again(admin: AdminClient, topic: str, old_id: str | None, partitions: int = PARTITIONS) -> None:
     """Create `topic` again once the broker has forgotten the deleted one (a new id), every
     partition led."""
     deadline = time.monotonic() + 60
     while _topic_id(admin, topic) in (old_id, None):
         assert time.monotonic() < deadline, f"{topic} could not be made again"
         try:
-            admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"retention.ms": "-1"})])[topic].result(30)
+            admin.create_topics([NewTopic(topic, partitions, 1, config={"retention.ms": "-1"})])[topic].result(30)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # the old one is still being deleted
                 raise
             time.sleep(0.5)
-    wait_for_leaders(admin, topic, PARTITIONS)
+    wait_for_leaders(admin, topic, partitions)
 
 
 def _by_feed(metrics: dict, name: str) -> dict[str, float]:
@@ -152,5 +152,81 @@ def test_a_worker_restarted_reads_a_topic_made_again_while_it_was_down(
         assert commits_ahead_of_state(kafka_bootstrap, names) == []
         replaced = _by_feed(scrape(port), "divmon_input_replaced_total")
         assert replaced[Feed.FILLS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
+    finally:
+        stop(proc)
+
+
+def test_a_worker_reads_a_shared_topic_made_again_from_its_start(
+        kafka_bootstrap: str, kafka_topics: object, kafka_admin: AdminClient, tmp_path: Path) -> None:
+    """The marks topic (read whole by every worker, outside the group) deleted and made again under
+    a running worker: the worker stops reading it once it is gone, and reads the new one from its
+    start, for every partition engine."""
+    names = Names()
+    create_inputs(kafka_topics, names)  # type: ignore[arg-type]
+    records = traffic(n_accounts=24, n_fills=400, seed=29)
+    # cut after the 15th mark: the new marks topic gets the other 76, more than the old one's end
+    # offset, so that a reader going on from that offset reads (and skips) records of the new one
+    half = [i for i, r in enumerate(records) if r.feed is Feed.MARKS][15]
+    want = expected(records)
+    produce(kafka_bootstrap, names, records[:half])
+    log, port = tmp_path / "worker.log", free_port()
+    proc = start_worker(kafka_bootstrap, names, log, ["--metrics-port", str(port)],
+                        env_extra={"DIVMON_IDLE_MS": "1000"})
+    marks = names.inputs[Feed.MARKS]
+    try:
+        wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, "the worker warm")
+        ends = high_watermarks(kafka_bootstrap, names)
+        wait_for(lambda: committed(kafka_bootstrap, names) == ends, 90, "the first half committed")
+        old_id = _topic_id(kafka_admin, marks)
+        for fut in kafka_admin.delete_topics([marks], operation_timeout=30).values():
+            fut.result(30)
+        wait_for(lambda: f"input missing: {marks}[0] is gone" in log.read_text(), 60, "the worker to miss the marks")
+        _make_again(kafka_admin, marks, old_id, partitions=1)
+        produce(kafka_bootstrap, names, records[half:])
+
+        def same() -> bool:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            return final(emitted(kafka_bootstrap, names)) == want
+
+        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
+        metrics = scrape(port)
+        replaced = _by_feed(metrics, "divmon_input_replaced_total")
+        assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS  # one per engine
+        assert metrics[("divmon_late_records_total", ())] == 0.0
+        assert f"input replaced: {marks} is a new log" in log.read_text()
+    finally:
+        stop(proc)
+
+
+def test_a_worker_restarted_reads_a_shared_topic_made_again_while_it_was_down(
+        kafka_bootstrap: str, kafka_topics: object, kafka_admin: AdminClient, tmp_path: Path) -> None:
+    """The restored engines' checkpoints name the marks topic id their cursors are offsets of: the
+    new topic is read from its start, not from those cursors."""
+    names = Names()
+    create_inputs(kafka_topics, names)  # type: ignore[arg-type]
+    records = traffic(n_accounts=24, n_fills=400, seed=31)
+    half = [i for i, r in enumerate(records) if r.feed is Feed.MARKS][15]  # see the running case
+    want = expected(records)
+    produce(kafka_bootstrap, names, records[:half])
+    logs = [tmp_path / "run0.log", tmp_path / "run1.log"]
+    run_to_the_end(kafka_bootstrap, names, logs[0], "run 0")
+    marks = names.inputs[Feed.MARKS]
+    old_id = _topic_id(kafka_admin, marks)
+    for fut in kafka_admin.delete_topics([marks], operation_timeout=30).values():
+        fut.result(30)
+    _make_again(kafka_admin, marks, old_id, partitions=1)
+    produce(kafka_bootstrap, names, records[half:])
+    port = free_port()
+    proc = start_worker(kafka_bootstrap, names, logs[1], ["--metrics-port", str(port)])
+    try:
+        def same() -> bool:
+            assert proc.poll() is None, logs[1].read_text()[-3000:]
+            return final(emitted(kafka_bootstrap, names)) == want
+
+        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
+        metrics = scrape(port)
+        replaced = _by_feed(metrics, "divmon_input_replaced_total")
+        assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
+        assert metrics[("divmon_late_records_total", ())] == 0.0
     finally:
         stop(proc)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import client as aiokafka_client
-from aiokafka.protocol.metadata import MetadataRequest_v5
+from aiokafka.protocol.metadata import MetadataRequest, MetadataRequest_v5
 from confluent_kafka import KafkaError, KafkaException
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -130,8 +130,74 @@ def test_offsets_of_a_topic_the_cluster_no_longer_has_are_not_committed(
 
 
 def test_metadata_requests_never_have_the_broker_create_a_topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
+    # aiokafka's own (a worker run in this process may have replaced it already); restored after
+    monkeypatch.setattr(aiokafka_client, "MetadataRequest", MetadataRequest)
     assert aiokafka_client.MetadataRequest(["t"]).build(MetadataRequest_v5).allow_auto_topic_creation is True
     no_topic_creation()
     request = aiokafka_client.MetadataRequest(["t"])  # as aiokafka's client builds it
     assert request.build(MetadataRequest_v5).allow_auto_topic_creation is False
+
+
+def _shared(worker: Worker, monkeypatch: pytest.MonkeyPatch, marks_id: str) -> None:
+    monkeypatch.setattr(runtime_mod, "topic_ids",
+                        lambda s, topics, timeout: {t: (marks_id if t == worker.topics[Feed.MARKS] else "i-1")
+                                                    for t in topics})
+
+
+def test_a_shared_topic_with_a_new_id_is_read_again_from_its_start_by_every_engine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = new_worker(tmp_path)
+    marks = worker.topics[Feed.MARKS]
+    pipe = worker.pipeline
+    glog = pipe.declare(marks, 0, 0.0, 30)
+    glog.append([(1_000 + i, Feed.MARKS, None, 30 + i) for i in range(10)], 40, 0.0)
+    for p in range(2):
+        pipe.engines[p] = PartitionEngine(p, Engine(), {}, pipe.logs, {"marks/0": 40}, pipe.idle_ms, 0.0)
+    rewound: list[tuple[str, int, int]] = []
+    worker.reader = SimpleNamespace(assigned={(marks, 0)}, rewind=lambda t, p, o: rewound.append((t, p, o)))  # type: ignore[assignment]
+    _shared(worker, monkeypatch, "m-1")
+    worker._check_shared_logs(1_000.0)  # the first answer: the ids the engines read
+    assert [pe.global_ids for pe in pipe.engines.values()] == [{"marks": "m-1", "instruments": "i-1"}] * 2
+    assert rewound == [] and glog.next_offset == 40
+
+    _shared(worker, monkeypatch, "m-2")
+    worker._check_shared_logs(2_000.0)
+    assert rewound == [(marks, 0, 0)] and (glog.start, glog.next_offset, glog.entries) == (0, 0, [])
+    assert [pe.globals["marks/0"].offset for pe in pipe.engines.values()] == [0, 0]
+    assert _value(worker, "divmon_input_replaced_total", feed="marks") == 2  # one per engine
+    # an engine restored later, from a checkpoint cut before: its cursor is of the old topic
+    late = PartitionEngine(5, Engine(), {}, pipe.logs, {"marks/0": 40}, pipe.idle_ms, 0.0,
+                           global_ids={"marks": "m-1", "instruments": "i-1"})
+    worker._check_shared_cursors(late)
+    assert late.globals["marks/0"].offset == 0 and late.global_ids["marks"] == "m-2"
+    assert _value(worker, "divmon_input_replaced_total", feed="marks") == 3
+
+
+def test_a_shared_partition_gone_from_the_metadata_is_no_longer_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """librdkafka forgets the end offset of a deleted topic's partition (and would read a topic made
+    again under the name from the old offset on): the worker stops reading it, looks for it every
+    second, and its log holds event time meanwhile."""
+    worker = new_worker(tmp_path)
+    marks = worker.topics[Feed.MARKS]
+    glog = worker.pipeline.declare(marks, 0, 0.0)
+    forgotten: list[tuple[str, int]] = []
+    assigned = {(marks, 0)}
+    ends: list[int | None] = [5, None]
+
+    def forget(topic: str, partition: int) -> None:
+        forgotten.append((topic, partition))
+        assigned.discard((topic, partition))
+
+    worker.reader = SimpleNamespace(highwater=lambda t, p: ends[0], assigned=assigned,  # type: ignore[assignment]
+                                    forget=forget)
+    worker._next_refresh = 60_000.0
+    with caplog.at_level(logging.ERROR, logger="divmon.worker"):
+        worker._mark_caught_up(10_000.0)
+        assert forgotten == []
+        ends.pop(0)
+        worker._mark_caught_up(11_000.0)
+        worker._mark_caught_up(12_000.0)
+    assert forgotten == [(marks, 0)] and glog.caught_up is False
+    assert worker._next_refresh == 12_000.0
+    assert f"input missing: {marks}[0] is gone" in caplog.text

@@ -163,3 +163,17 @@ def test_a_lane_commits_nothing_of_the_new_log_while_old_entries_are_held() -> N
     assert lane.commit_offset() == 1
     lane.consume(1)
     assert lane.commit_offset() == 2
+
+
+def test_the_shared_topics_ids_an_engine_read_are_kept_by_its_checkpoints(tape: list[TapeRecord]) -> None:
+    """A worker restoring the engine compares them with the topics' ids now (see the runtime)."""
+    store = DictStore()
+    pipe, _, _, _ = through_the_old_logs(tape, store)
+    for pe in pipe.engines.values():
+        pe.global_ids.update(marks="m-1", instruments="i-1")
+        pe.touched.add(next(iter(pe.engine.accounts)))
+    stored_cp = pipe.checkpoint()
+    assert pipe.write_state(stored_cp) == []
+    restored = pipeline(store)
+    for p in range(PARTITIONS):
+        assert restored.engine(p, 0.0).global_ids == {"marks": "m-1", "instruments": "i-1"}

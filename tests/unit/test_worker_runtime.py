@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.agents import consumer as consumer_mod
+from streams.agents import runtime as runtime_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
 from streams.agents.consumer import raw_records, take_raw
 from streams.agents.runtime import (
@@ -41,6 +42,12 @@ from streams.agents.runtime import (
 from streams.config import Settings
 from streams.core.records import Feed
 from streams.sinks import MemorySink
+
+
+@pytest.fixture(autouse=True)
+def _topic_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No broker here: every topic the worker asks about exists, with one id for good."""
+    monkeypatch.setattr(runtime_mod, "topic_ids", lambda s, topics, timeout: dict.fromkeys(topics, "id-1"))
 
 
 def new_worker(tmp_path: Path, **settings: Any) -> Worker:
@@ -509,7 +516,8 @@ def test_a_shared_inputs_cached_high_watermark_counts_as_global_hw_age_ms_old(
     monkeypatch.setattr(worker.app.consumer, "highwater", lambda tp: None)
     monkeypatch.setattr(worker.app.consumer, "fetched_at", lambda tp: None)
     for hw, caught_up in ((1, True), (2, False), (None, False)):
-        worker.reader = SimpleNamespace(highwater=lambda topic, partition, hw=hw: hw)  # type: ignore[assignment]
+        worker.reader = SimpleNamespace(highwater=lambda topic, partition, hw=hw: hw,  # type: ignore[assignment]
+                                        assigned=set())
         worker._mark_caught_up(50_000.0)
         assert log.caught_up is caught_up and log.fresh_at == 50_000.0 - GLOBAL_HW_AGE_MS
     assert GLOBAL_FETCH_WAIT_MS < GLOBAL_HW_AGE_MS
