@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -17,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.core.records import Feed
 from streams.demo.procs import free_port
+from streams.worker.partition import GLOBAL_FEEDS
 from streams.worker.synth import traffic
 from tests.integration.conftest import wait_for_leaders
 from tests.integration.worker_support import (
@@ -62,6 +64,46 @@ def _make_again(admin: AdminClient, topic: str, old_id: str | None, partitions: 
     wait_for_leaders(admin, topic, partitions)
 
 
+def _delete(admin: AdminClient, topic: str) -> str | None:
+    """Delete `topic`; returns the id it had."""
+    old_id = _topic_id(admin, topic)
+    for fut in admin.delete_topics([topic], operation_timeout=30).values():
+        fut.result(30)
+    return old_id
+
+
+def _wait_for_the_replay(bootstrap: str, names: Names, proc: Any, log: Path, want: dict[str, Any]) -> None:
+    def same() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        return final(emitted(bootstrap, names)) == want
+
+    wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
+
+
+def _replaced_while_down(bootstrap: str, names: Names, admin: AdminClient, tmp_path: Path, feed: Feed,
+                         records: list[Any], half: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Run a worker over `records[:half]`, stop it, replace the topic of `feed` (4 partitions, or 1
+    for a shared input), write the rest, start a worker again: once it gives the replay's verdicts
+    of everything, its metrics."""
+    want = expected(records)
+    produce(bootstrap, names, records[:half])
+    logs = [tmp_path / "run0.log", tmp_path / "run1.log"]
+    run_to_the_end(bootstrap, names, logs[0], "run 0")
+    topic = names.inputs[feed]
+    _make_again(admin, topic, _delete(admin, topic), partitions=1 if feed in GLOBAL_FEEDS else PARTITIONS)
+    produce(bootstrap, names, records[half:])
+    port = free_port()
+    proc = start_worker(bootstrap, names, logs[1], ["--metrics-port", str(port)])
+    try:
+        _wait_for_the_replay(bootstrap, names, proc, logs[1], want)
+        ends = high_watermarks(bootstrap, names)
+        wait_for(lambda: committed(bootstrap, names) == ends, 60, "offsets committed to the end")
+        assert commits_ahead_of_state(bootstrap, names) == []
+        return scrape(port)
+    finally:
+        stop(proc)
+
+
 def _by_feed(metrics: dict, name: str) -> dict[str, float]:
     return {labels[0][1]: v for (n, labels), v in metrics.items() if n == name}
 
@@ -87,9 +129,7 @@ def test_a_worker_reads_a_topic_made_again_from_its_start(kafka_bootstrap: str, 
         wait_for(lambda: (alive(), committed(kafka_bootstrap, names) == ends)[1], 90, "the first half committed")
         old_ends = {p: ends.get((fills, p), 0) for p in range(PARTITIONS)}
 
-        old_id = _topic_id(kafka_admin, fills)
-        for fut in kafka_admin.delete_topics([fills], operation_timeout=30).values():
-            fut.result(30)
+        old_id = _delete(kafka_admin, fills)
         wait_for(lambda: _by_feed(scrape(port), "divmon_input_missing_partitions").get(Feed.FILLS.value) == PARTITIONS,
                  60, "the worker to count the fills partitions missing")
         assert f"input missing: {fills} has no partition 0, 1, 2, 3" in log.read_text()
@@ -100,11 +140,7 @@ def test_a_worker_reads_a_topic_made_again_from_its_start(kafka_bootstrap: str, 
         # the new log's offsets start at 0 again: below the old log's end on some partition
         assert any(new_ends.get((fills, p), 0) < old_ends[p] + 10 for p in range(PARTITIONS))
 
-        def same() -> bool:
-            alive()
-            return final(emitted(kafka_bootstrap, names)) == want
-
-        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
+        _wait_for_the_replay(kafka_bootstrap, names, proc, log, want)
         wait_for(lambda: committed(kafka_bootstrap, names) == new_ends, 60,
                  "offsets of the new fills topic to be committed to its end")
         assert commits_ahead_of_state(kafka_bootstrap, names) == []
@@ -128,32 +164,10 @@ def test_a_worker_restarted_reads_a_topic_made_again_while_it_was_down(
     names = Names()
     create_inputs(kafka_topics, names)  # type: ignore[arg-type]
     records = traffic(n_accounts=24, n_fills=400, seed=23)
-    half = len(records) // 2
-    want = expected(records)
-    produce(kafka_bootstrap, names, records[:half])
-    logs = [tmp_path / "run0.log", tmp_path / "run1.log"]
-    run_to_the_end(kafka_bootstrap, names, logs[0], "run 0")
-    fills = names.inputs[Feed.FILLS]
-    old_id = _topic_id(kafka_admin, fills)
-    for fut in kafka_admin.delete_topics([fills], operation_timeout=30).values():
-        fut.result(30)
-    _make_again(kafka_admin, fills, old_id)
-    produce(kafka_bootstrap, names, records[half:])
-    port = free_port()
-    proc = start_worker(kafka_bootstrap, names, logs[1], ["--metrics-port", str(port)])
-    try:
-        def same() -> bool:
-            assert proc.poll() is None, logs[1].read_text()[-3000:]
-            return final(emitted(kafka_bootstrap, names)) == want
-
-        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
-        ends = high_watermarks(kafka_bootstrap, names)
-        wait_for(lambda: committed(kafka_bootstrap, names) == ends, 60, "offsets committed to the end")
-        assert commits_ahead_of_state(kafka_bootstrap, names) == []
-        replaced = _by_feed(scrape(port), "divmon_input_replaced_total")
-        assert replaced[Feed.FILLS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
-    finally:
-        stop(proc)
+    metrics = _replaced_while_down(kafka_bootstrap, names, kafka_admin, tmp_path, Feed.FILLS, records,
+                                   len(records) // 2)
+    replaced = _by_feed(metrics, "divmon_input_replaced_total")
+    assert replaced[Feed.FILLS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
 
 
 def test_a_worker_reads_a_shared_topic_made_again_from_its_start(
@@ -177,18 +191,11 @@ def test_a_worker_reads_a_shared_topic_made_again_from_its_start(
         wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, "the worker warm")
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: committed(kafka_bootstrap, names) == ends, 90, "the first half committed")
-        old_id = _topic_id(kafka_admin, marks)
-        for fut in kafka_admin.delete_topics([marks], operation_timeout=30).values():
-            fut.result(30)
+        old_id = _delete(kafka_admin, marks)
         wait_for(lambda: f"input missing: {marks}[0] is gone" in log.read_text(), 60, "the worker to miss the marks")
         _make_again(kafka_admin, marks, old_id, partitions=1)
         produce(kafka_bootstrap, names, records[half:])
-
-        def same() -> bool:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            return final(emitted(kafka_bootstrap, names)) == want
-
-        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
+        _wait_for_the_replay(kafka_bootstrap, names, proc, log, want)
         metrics = scrape(port)
         replaced = _by_feed(metrics, "divmon_input_replaced_total")
         assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS  # one per engine
@@ -206,27 +213,7 @@ def test_a_worker_restarted_reads_a_shared_topic_made_again_while_it_was_down(
     create_inputs(kafka_topics, names)  # type: ignore[arg-type]
     records = traffic(n_accounts=24, n_fills=400, seed=31)
     half = [i for i, r in enumerate(records) if r.feed is Feed.MARKS][15]  # see the running case
-    want = expected(records)
-    produce(kafka_bootstrap, names, records[:half])
-    logs = [tmp_path / "run0.log", tmp_path / "run1.log"]
-    run_to_the_end(kafka_bootstrap, names, logs[0], "run 0")
-    marks = names.inputs[Feed.MARKS]
-    old_id = _topic_id(kafka_admin, marks)
-    for fut in kafka_admin.delete_topics([marks], operation_timeout=30).values():
-        fut.result(30)
-    _make_again(kafka_admin, marks, old_id, partitions=1)
-    produce(kafka_bootstrap, names, records[half:])
-    port = free_port()
-    proc = start_worker(kafka_bootstrap, names, logs[1], ["--metrics-port", str(port)])
-    try:
-        def same() -> bool:
-            assert proc.poll() is None, logs[1].read_text()[-3000:]
-            return final(emitted(kafka_bootstrap, names)) == want
-
-        wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
-        metrics = scrape(port)
-        replaced = _by_feed(metrics, "divmon_input_replaced_total")
-        assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
-        assert metrics[("divmon_late_records_total", ())] == 0.0
-    finally:
-        stop(proc)
+    metrics = _replaced_while_down(kafka_bootstrap, names, kafka_admin, tmp_path, Feed.MARKS, records, half)
+    replaced = _by_feed(metrics, "divmon_input_replaced_total")
+    assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
+    assert metrics[("divmon_late_records_total", ())] == 0.0

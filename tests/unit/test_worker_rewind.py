@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from streams.core.params import EngineConfig
 from streams.core.records import Feed
-from streams.tapes import replay
 from streams.tapes.model import TapeRecord
 from streams.worker.partition import meta_key
 from streams.worker.pipeline import Pipeline, Raw
 from streams.worker.reorder import AccountLane
-from streams.worker.synth import traffic
 from tests.support.stores import DictStore
+from tests.unit import test_worker_pipeline as pipeline_tests
 from tests.unit.test_worker_pipeline import PARTITIONS, drive, latest, new_pipeline, to_topics, verdicts
 
 FILLS = Feed.FILLS.value
@@ -31,16 +27,8 @@ CLOCK_IDLE_MS = 600_000
 # to deliver again: the engines apply the second part from the 21st round on)
 
 Topics = dict[tuple[str, int], list[Raw]]
-
-
-@pytest.fixture(scope="module")
-def tape() -> list[TapeRecord]:
-    return traffic(n_accounts=30, n_fills=1_500, seed=3)
-
-
-@pytest.fixture(scope="module")
-def expected(tape: list[TapeRecord]) -> dict[str, dict[str, object]]:
-    return verdicts(replay.run(iter(tape), EngineConfig()).events)
+tape = pipeline_tests.tape  # fixtures: the pipeline tests' tape, and the replay's verdicts of it
+expected = pipeline_tests.expected
 
 
 def pipeline(store: DictStore) -> Pipeline:
