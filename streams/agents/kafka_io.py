@@ -21,6 +21,7 @@ SASL/SSL settings pass through `client_config`; secrets never appear in logs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import defaultdict
@@ -61,10 +62,17 @@ def output_topics(s: Settings) -> dict[str, str]:
     return {t: f"{s.topic_prefix_out}{t}" for t in EVENT_TYPES}
 
 
+@functools.lru_cache(maxsize=4)
+def _admin(conf: tuple[tuple[str, Any], ...]) -> AdminClient:
+    return AdminClient(dict(conf))
+
+
 def topic_ids(s: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[str, str | None]:
     """The id the brokers gave each topic (None: no such topic now). Raises KafkaException if the
-    brokers can't say within `timeout` (unreachable, not authorised)."""
-    admin = AdminClient(client_config(s))
+    brokers can't say within `timeout` (unreachable, not authorised). One admin client per
+    configuration, kept: the worker asks every 10 s, and a new client meant new connections (and
+    SASL handshakes) each time."""
+    admin = _admin(tuple(sorted(client_config(s).items())))
     out: dict[str, str | None] = {}
     for topic, fut in admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout).items():
         try:

@@ -20,7 +20,10 @@ costly) write a checkpoint to the state table and submit it to the commit gate. 
   same name has a new id (Kafka's topic ids): each time partitions are assigned, and when an engine
   is restored, an input whose id is not the one the engine read is a new log, read from its start
   (`divmon_input_replaced_total`, logged). Its committed offsets are the old log's; read from there,
-  the new log's first records were skipped, or taken for records read before, without a trace.
+  the new log's first records were skipped, or taken for records read before, without a trace. The
+  shared inputs (marks, instruments) likewise: a partition gone from the metadata is not read (and
+  holds event time) until its topic is listed again; a new id is read from its start, by every
+  engine (their checkpoints keep the ids their cursors are offsets of).
 """
 
 from __future__ import annotations
