@@ -201,3 +201,32 @@ def test_a_shared_partition_gone_from_the_metadata_is_no_longer_read(
     assert forgotten == [(marks, 0)] and glog.caught_up is False
     assert worker._next_refresh == 12_000.0
     assert f"input missing: {marks}[0] is gone" in caplog.text
+
+
+def test_an_engine_restored_outside_a_recovery_seeks_a_replaced_input_to_its_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine restored at a tick (its partition had no committed offset, so the recovery's seek
+    did not restore it) whose fills lane read another topic id than the current one: rewound, and
+    its assigned partition read from offset 0."""
+    worker = new_worker(tmp_path)
+    pipe = worker.pipeline
+    fills = worker.topics[Feed.FILLS]
+    restored = PartitionEngine(2, Engine(), {f.value: 50 for f in ACCOUNT_FEEDS}, pipe.logs, {}, pipe.idle_ms,
+                               0.0, topic_ids={Feed.FILLS.value: "old", Feed.EP3.value: "e-1"})
+
+    def engine(partition: int, now: float) -> PartitionEngine:
+        pipe.engines[partition] = restored
+        return restored
+
+    monkeypatch.setattr(pipe, "engine", engine)
+    consumer: Any = worker.app.consumer
+    sought: list[TP] = []
+    monkeypatch.setattr(consumer, "assignment", lambda: _tps(worker, ACCOUNT_FEEDS))
+    monkeypatch.setattr(consumer, "seek_start", sought.append)
+    worker._topic_ids = {worker.topics[f]: ("new" if f is Feed.FILLS else "e-1") for f in ACCOUNT_FEEDS}
+    assert worker._engine(2, 0.0) is restored
+    assert sought == [TP(fills, 2)]
+    assert (restored.lanes[Feed.FILLS].epoch, restored.lanes[Feed.FILLS].next_offset) == (1, 0)
+    assert restored.lanes[Feed.EP3].next_offset == 50 and restored.lanes[Feed.RISK].topic_id == "e-1"
+    worker._engine(2, 0.0)  # known now: not checked again
+    assert sought == [TP(fills, 2)]
