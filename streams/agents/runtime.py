@@ -630,6 +630,12 @@ class Worker:
         was deleted, or has fewer partitions. Logged when it starts and ends; counted by a gauge."""
         topics = {self.topics[f]: f for f in ACCOUNT_FEEDS}
         partitions = {tp.partition for tp in assigned if tp.topic in topics}
+        if not partitions:
+            # nothing to compare with: every input topic is missing here, or other workers hold all
+            # of their partitions (more workers than partitions): say which, once, for whoever waits
+            log.warning("no partition of the input topics %s is assigned to this worker: they don't exist yet "
+                        "(the worker never creates them: make them, co-partitioned, with the same partition "
+                        "count), or other workers hold every partition", ", ".join(sorted(topics)))
         for topic, feed in topics.items():
             missing = sorted(p for p in partitions if TP(topic, p) not in assigned)
             before = self._missing.get(feed, [])

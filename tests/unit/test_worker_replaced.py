@@ -230,3 +230,17 @@ def test_an_engine_restored_outside_a_recovery_seeks_a_replaced_input_to_its_sta
     assert restored.lanes[Feed.EP3].next_offset == 50 and restored.lanes[Feed.RISK].topic_id == "e-1"
     worker._engine(2, 0.0)  # known now: not checked again
     assert sought == [TP(fills, 2)]
+
+
+def test_a_worker_with_no_input_partition_says_why_it_waits(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """It never creates its input topics: started before them, it says so instead of waiting mute."""
+    worker = new_worker(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="divmon.worker"):
+        worker._note_missing({TP(f"divmon-{worker.s.group_id}-state-changelog", 0)})
+    assert "no partition of the input topics" in caplog.text and worker.topics[Feed.FILLS] in caplog.text
+    assert _value(worker, "divmon_input_missing_partitions", feed="fills") == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="divmon.worker"):
+        worker._note_missing(_tps(worker, ACCOUNT_FEEDS))
+    assert "no partition of the input topics" not in caplog.text
