@@ -304,8 +304,7 @@ class Worker:
         """The partition engine of `partition`, restored if it is new here; a restored engine whose
         inputs' topic ids are not those it read (topics made again meanwhile) reads their new logs
         from the start (`_starts` has sought them there, see `BatchConsumer.seek_to_committed`)."""
-        new = partition not in self.pipeline.engines
-        pe = self.pipeline.engine(partition, now)
+        pe, new = self._restored(partition, now)
         if new:
             consumer: Any = self.app.consumer
             assigned = consumer.assignment()
@@ -313,8 +312,16 @@ class Worker:
             for tp in [tp for tp in self._reborn if tp.partition == partition and tp in assigned]:
                 consumer.seek_start(tp)
                 self._reborn.discard(tp)
-            self._check_shared_cursors(pe)
         return pe
+
+    def _restored(self, partition: int, now: float) -> tuple[Any, bool]:
+        """The partition engine of `partition`, and whether it was restored just now (then its
+        cursors into the shared topics are checked against their ids)."""
+        new = partition not in self.pipeline.engines
+        pe = self.pipeline.engine(partition, now)
+        if new:
+            self._check_shared_cursors(pe)
+        return pe, new
 
     def _shared_gone(self, topic: str, partition: int, key: str, now: float) -> None:
         """The reader no longer knows the end of a shared partition it knew: its topic is gone from
@@ -413,11 +420,8 @@ class Worker:
             return {}
         now = time.monotonic() * 1000
         for p in sorted({tp.partition for tp in committed if tp.topic == self.topics[Feed.EP3]}):
-            new = p not in self.pipeline.engines
-            pe = self.pipeline.engine(p, now)  # restored here if new: its lanes say which ids they read
+            self._restored(p, now)  # restored here if new: its lanes say which ids they read
             self._check_logs(p)
-            if new:
-                self._check_shared_cursors(pe)
         # rewound here, or before while their topic was not assigned (made again, not listed yet)
         moved = {tp: 0 for tp in self._reborn if tp in committed}
         self._reborn -= set(moved)

@@ -328,8 +328,7 @@ class PartitionEngine:
                 accounts.append(row)
         offsets: Mapping[str, int] = meta["offsets"] if meta else {}
         epochs: dict[str, int] = dict(meta.get("epochs", {})) if meta else {}
-        skip: dict[str, dict[str, int]] = {}
-        skip_epochs: dict[str, Mapping[str, int]] = {}
+        ahead_rows: list[tuple[str, Mapping[str, int], Mapping[str, int]]] = []  # account, offsets, epochs
         ahead_epochs: dict[str, int] = {}
         for row in accounts:
             row_epochs = row.get("epochs", {})
@@ -338,8 +337,7 @@ class PartitionEngine:
             ahead = {f: o for f, o in row["offsets"].items()
                      if (row_epochs.get(f, 0), o) > (epochs.get(f, 0), offsets.get(f, 0))}
             if ahead:
-                skip[row["state"]["account_id"]] = dict(row["offsets"])
-                skip_epochs[row["state"]["account_id"]] = row_epochs
+                ahead_rows.append((row["state"]["account_id"], row["offsets"], row_epochs))
                 for f in ahead:
                     if row_epochs.get(f, 0) > epochs.get(f, 0):
                         ahead_epochs[f] = max(ahead_epochs.get(f, 0), row_epochs[f])
@@ -352,9 +350,9 @@ class PartitionEngine:
             # new log from its start (whose id meta does not know), skipping what those rows hold
             epochs[f], start[f] = epoch, 0
             topic_ids.pop(f, None)
-        for account, ahead_offsets in skip.items():  # offsets of another log than the lane's skip nothing
-            row_epochs = skip_epochs[account]
-            skip[account] = {f: o for f, o in ahead_offsets.items() if row_epochs.get(f, 0) == epochs.get(f, 0)}
+        # each ahead account skips what it holds, by its offsets in the lane's log (another log's skip nothing)
+        skip = {account: {f: o for f, o in row_offsets.items() if row_epochs.get(f, 0) == epochs.get(f, 0)}
+                for account, row_offsets, row_epochs in ahead_rows}
         pe = cls(partition, engine, start, logs, meta["globals"] if meta else {}, idle_ms, now, skip,
                  clock_idle_ms, skew_ms, epochs, topic_ids, meta.get("global_ids") if meta else None)
         pe.touched.update(skip)
