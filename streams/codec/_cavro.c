@@ -145,12 +145,24 @@ static int remember(const DecimalSpec *d, PyObject *key, PyObject *value) {
 __extension__ typedef unsigned __int128 u128;
 
 /* 10**precision, for precision <= 38 (below 2**127) */
-static u128 pow10_u128(int precision) {
-    u128 p = 1;
-    for (int i = 0; i < precision; i++) {
-        p *= 10;
+/* 10**k for 0 <= k <= 38 (the table is filled at the first call: a loop of k multiplications a
+   call cost a decimal up to 38 of them, twice). */
+static u128 pow10_u128(int k) {
+    static u128 table[39];
+    if (table[0] == 0) {
+        u128 p = 1;
+        for (int i = 0; i <= 38; i++) {
+            table[i] = p;
+            p *= 10;
+        }
     }
-    return p;
+    return table[k];
+}
+
+/* The number of bits of `x` (0 for 0), as Python's int.bit_length. */
+static int bit_length_u128(u128 x) {
+    uint64_t hi = (uint64_t)(x >> 64), lo = (uint64_t)x;
+    return hi ? 128 - __builtin_clzll(hi) : lo ? 64 - __builtin_clzll(lo) : 0;
 }
 #endif
 
@@ -910,10 +922,20 @@ static PyTypeObject ReaderType = {
 
 typedef enum { W_LONG, W_STRING, W_BOOLEAN, W_DECIMAL, W_UNION, W_ARRAY } WKind;
 
+/* A decimal writer node's front cache: the encoding last written for this very Decimal object
+   (see write_decimal). */
+#define WDEC_SLOTS 64 /* a power of two */
+typedef struct {
+    PyObject *value;                /* a strong reference (the identity key), NULL while empty */
+    unsigned char n;                /* the encoding's length: prefix and bytes, 2..18 */
+    unsigned char enc[18];
+} WDecSlot;
+
 typedef struct WNode {
     WKind kind;
     DecimalSpec dec;        /* DECIMAL */
     PyObject *miss;         /* DECIMAL */
+    WDecSlot *front;        /* DECIMAL: WDEC_SLOTS slots */
     int null_index;         /* UNION */
     int top;                /* ARRAY */
     struct WNode *child;     /* UNION, ARRAY */
@@ -947,6 +969,12 @@ static void wnode_free(WNode *node) {
     wnode_free(node->child);
     decimal_spec_clear(&node->dec);
     Py_XDECREF(node->miss);
+    if (node->front != NULL) {
+        for (int i = 0; i < WDEC_SLOTS; i++) {
+            Py_XDECREF(node->front[i].value);
+        }
+        PyMem_Free(node->front);
+    }
     PyMem_Free(node);
 }
 
@@ -983,6 +1011,12 @@ static WNode *wnode_new(PyObject *spec, int depth) {
         }
         Py_INCREF(miss);
         node->miss = miss;
+        node->front = PyMem_Calloc(WDEC_SLOTS, sizeof(WDecSlot));
+        if (node->front == NULL) {
+            PyErr_NoMemory();
+            wnode_free(node);
+            return NULL;
+        }
     } else if (is_kind(kind, "union") && size == 3) {
         node->kind = W_UNION;
         long index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
@@ -1189,8 +1223,8 @@ static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw
     for (int k = 0; k < significant; k++) {
         mag = mag * 10 + (u128)(digits[lead + k] - '0');
     }
-    for (long k = 0; k < shift && mag; k++) {
-        mag *= 10;
+    if (mag) { /* (then significant + shift <= precision <= 38, checked above) */
+        mag *= pow10_u128((int)shift);
     }
     if (mag >= pow10_u128(dec->precision)) {
         goto done;
@@ -1199,13 +1233,7 @@ static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw
         negative = 0;
     }
     /* as u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True) */
-    u128 bits = negative ? mag - 1 : mag;
-    int bit_length = 0;
-    while (bits) {
-        bit_length++;
-        bits >>= 1;
-    }
-    int len = bit_length / 8 + 1;
+    int len = bit_length_u128(negative ? mag - 1 : mag) / 8 + 1;
     u128 twos = negative ? ~mag + 1 : mag;
     for (int k = len - 1; k >= 0; k--) {
         raw[k] = (unsigned char)(twos & 0xFF);
@@ -1225,10 +1253,43 @@ static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw
 }
 #endif
 
+/* A decimal: for a Decimal, from the node's front cache when this very object was written here
+   before, else from its exact text (`decimal_bytes`, then kept in the front cache); anything
+   `decimal_bytes` doesn't decide (and any other type) goes the dict cache's way, then the miss.
+
+   The dict cache (keyed by value) cost more than the text: most Decimals an event carries are new
+   objects (a delta, an IM figure), so each lookup computed the Decimal's hash (a modular power in
+   libmpdec) and compared it with an equal one (~70% of encoding a PositionMismatch). The front
+   cache is keyed by identity, the cheapest test there is: direct-mapped by the object's address,
+   it holds a strong reference, so the address can't be reused by another object while the slot
+   keeps it, and a Decimal is immutable, so its encoding at this node's scale never changes. It
+   answers for the objects events share with the engine's state (a snapshot's figures, a mark) and
+   costs a compare for the rest. At most WDEC_SLOTS Decimals a node, freed with the encoder; they
+   hold no references, so no cycles. */
 static int write_decimal(const WNode *node, PyObject *v, Out *o) {
     const DecimalSpec *dec = &node->dec;
     PyObject *enc = NULL;
     if (Py_TYPE(v) == (PyTypeObject *)dec->decimal_type) {
+        uintptr_t a = (uintptr_t)v;
+        WDecSlot *slot = &node->front[((a >> 4) ^ (a >> 10)) & (WDEC_SLOTS - 1)];
+        if (slot->value == v) {
+            return put_bytes(o, (const char *)slot->enc, slot->n) < 0 ? -1 : 1;
+        }
+        unsigned char raw[18];
+        int len = decimal_bytes(dec, v, raw + 1);
+        if (len < 0) {
+            return -1;
+        }
+        if (len > 0) { /* the length (one zig-zag byte: len <= 17), then the bytes */
+            raw[0] = (unsigned char)(len << 1);
+            PyObject *old = slot->value;
+            Py_INCREF(v);
+            slot->value = v;
+            slot->n = (unsigned char)(len + 1);
+            memcpy(slot->enc, raw, (size_t)len + 1);
+            Py_XDECREF(old); /* last: freeing it runs no code of ours, but the slot is whole first */
+            return put_bytes(o, (const char *)raw, len + 1) < 0 ? -1 : 1;
+        }
         enc = PyDict_GetItemWithError(dec->cache, v); /* borrowed */
         if (enc != NULL) {
             if (!PyBytes_Check(enc)) {
@@ -1239,22 +1300,6 @@ static int write_decimal(const WNode *node, PyObject *v, Out *o) {
         }
         if (PyErr_Occurred()) { /* an unhashable value (a signaling NaN) */
             return -1;
-        }
-        unsigned char raw[18];
-        int len = decimal_bytes(dec, v, raw + 1);
-        if (len < 0) {
-            return -1;
-        }
-        if (len > 0) { /* the length (one zig-zag byte: len <= 17), the bytes; remembered as the miss does */
-            raw[0] = (unsigned char)(len << 1);
-            enc = PyBytes_FromStringAndSize((const char *)raw, len + 1);
-            if (enc == NULL) {
-                return -1;
-            }
-            int r = remember(dec, v, enc) < 0 ? -1
-                    : put_bytes(o, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) < 0 ? -1 : 1;
-            Py_DECREF(enc);
-            return r;
         }
     }
     enc = PyObject_CallOneArg(node->miss, v);

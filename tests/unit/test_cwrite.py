@@ -167,23 +167,30 @@ _DECIMALS = st.one_of(
 @settings(max_examples=500, deadline=None)
 @given(v=_DECIMALS, scale=st.sampled_from([0, 2, 12, 38]))
 def test_a_decimal_written_in_c_has_exact_writers_bytes(c: ModuleType, v: Decimal, scale: int) -> None:
-    """A Decimal not in the cache is written from its text in C: exactly `exact_writer`'s bytes, and
-    remembered; whatever C doesn't decide (not at the scale, too wide, not finite) goes to the miss,
-    which gives the same bytes or the same EncodeError."""
+    """A Decimal is written from its text in C: exactly `exact_writer`'s bytes, the first time and
+    again (the same object, or an equal one); whatever C doesn't decide (not at the scale, too wide,
+    not finite) goes to the miss, which gives the same bytes or the same EncodeError."""
     encoding = _exact_encoding(scale)
+    missed: list[Any] = []
+
+    def miss(x: Any) -> bytes:
+        missed.append(x)
+        return encoding(x)
+
     cache: dict[Decimal, bytes] = {}
     bound = SimpleNamespace(MAX=1 << 14)
-    encoder = c.Encoder(("record", (("a", ("decimal", cache, scale, 38, Decimal, bound, "MAX", encoding)),)))
+    encoder = c.Encoder(("record", (("a", ("decimal", cache, scale, 38, Decimal, bound, "MAX", miss)),)))
     try:
         want: Any = encoding(v)
     except EncodeError as exc:
         want = str(exc)
-    try:
-        got: Any = encoder(_One(v), b"")
-    except EncodeError as exc:
-        got = str(exc)
-    assert got == want
-    assert (v in cache) == isinstance(want, bytes)  # written in C (the test's miss remembers nothing)
+    for value in (v, v, Decimal(str(v))):
+        try:
+            got: Any = encoder(_One(value), b"")
+        except EncodeError as exc:
+            got = str(exc)
+        assert got == want
+    assert (not missed) == isinstance(want, bytes)  # every value the exact writer takes, C writes itself
 
 
 def test_the_c_decimal_writes_keep_the_cache_bounded(c: ModuleType) -> None:
@@ -193,6 +200,31 @@ def test_the_c_decimal_writes_keep_the_cache_bounded(c: ModuleType) -> None:
     for u in range(100):
         assert encoder(_One(Decimal(u) / 1000), b"") == _exact_encoding(3)(Decimal(u) / 1000)
         assert len(cache) <= 8
+
+
+def test_a_decimal_is_never_written_with_another_ones_bytes(c: ModuleType) -> None:
+    """The C writer remembers the bytes of the Decimals it wrote by identity: thousands of values
+    made and dropped (their memory reused for the next ones), and the first ones written again,
+    each comes out as its own value's bytes; the encoder gone, it keeps none of them alive."""
+    encoding = _exact_encoding(12)
+    encoder = c.Encoder(("record", (("a", ("decimal", {}, 12, 38, Decimal, SimpleNamespace(MAX=8), "MAX",
+                                          encoding)),)))
+    kept = [Decimal(u) / 7 for u in range(-40, 40)]
+    kept = [d.quantize(Decimal("1E-12")) for d in kept]
+    for d in kept:
+        assert encoder(_One(d), b"") == encoding(d)
+    for u in range(5000):
+        d = Decimal(u) / 1000  # dropped at the next round: its address is free for the next value
+        assert encoder(_One(d), b"") == encoding(d), d
+    for d in reversed(kept):
+        assert encoder(_One(d), b"") == encoding(d), d
+    gc.collect()
+    held = [sys.getrefcount(d) for d in kept]
+    del encoder
+    gc.collect()
+    freed = [sys.getrefcount(d) for d in kept]
+    assert all(after <= before for after, before in zip(freed, held, strict=True))
+    assert freed != held  # it did hold some
 
 
 def test_a_bad_spec_or_argument_is_refused_with_what_was_wrong(c: ModuleType) -> None:
