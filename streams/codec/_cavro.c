@@ -35,11 +35,12 @@
  *   node: ("long",) | ("string",) | ("boolean",) | ("union", null_index, node) | ("array", node, top)
  *         | ("decimal", cache, scale, precision, decimal_type, bound_owner, bound_name, miss)
  *
- * `cache` maps a Decimal to its encoding (length-prefixed Avro decimal bytes); `miss(value)` returns
- * that encoding for any other value or raises (encoder.py's `_decimal_writer`, which also fills the
- * cache); a Decimal missing from the cache is written here from its exact text instead when it can
- * be (`decimal_bytes`) and remembered as the miss would. A cache's bound is read at each miss from
- * `getattr(bound_owner, bound_name)` (decimals.WRITE_CACHE_MAX), as the Python code reads it. `top`:
+ * A Decimal is written here from its exact text when it can be (`decimal_bytes`), and remembered
+ * by identity in the node's front cache (see write_decimal). For anything else, `cache` maps a
+ * Decimal to its encoding (length-prefixed Avro decimal bytes), and `miss(value)` returns that
+ * encoding for any other value or raises (encoder.py's `_decimal_writer`, which also fills the
+ * cache). A cache's bound is read at each miss from `getattr(bound_owner, bound_name)`
+ * (decimals.WRITE_CACHE_MAX), as the Python code reads it. `top`:
  * the array is a field's value, where a tuple is taken as well as a list.
  *
  *   encoder(event, head) -> head + body | None
