@@ -14,12 +14,13 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,33 @@ HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 # The format tool runs for about a second: skip the optimising JIT and G1 set-up (saves ~0.4 s).
 _SHORT_LIVED_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+
+def cut_log(log_dir: Path, topic: str, partition: int) -> int:
+    """Drop the last record batch (at least) of `topic[partition]`, as a disk that lost its tail
+    would: cut its segment at the start of its last batch, and delete the indexes (rebuilt when the
+    broker, killed before, recovers the log on start). For a broker that is down; returns the new
+    end offset, which the broker then reports. A batch header starts with its base offset (8
+    bytes) and the length of the rest (4)."""
+    segments = sorted((log_dir / f"{topic}-{partition}").glob("*.log"))
+    if not segments:
+        raise KafkaBrokerError(f"no segment of {topic}[{partition}] in {log_dir}")
+    segment = segments[-1]
+    data = segment.read_bytes()
+    batches: list[tuple[int, int]] = []  # (base offset, position)
+    position = 0
+    while position + 12 <= len(data):
+        base, length = struct.unpack(">qi", data[position:position + 12])
+        batches.append((base, position))
+        position += 12 + length
+    if not batches:
+        raise KafkaBrokerError(f"{segment} holds no record batch")
+    end, cut = batches[-1]
+    with segment.open("r+b") as f:
+        f.truncate(cut)
+    for index in segment.parent.glob("*index"):
+        index.unlink()
+    return end
 
 
 class KafkaBrokerError(RuntimeError):
@@ -160,9 +188,11 @@ class KafkaBroker:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def restart(self, down_s: float = 0.0, crash: bool = True) -> None:
+    def restart(self, down_s: float = 0.0, crash: bool = True,
+                while_down: Callable[[Path], None] | None = None) -> None:
         """Take the broker down (SIGKILL if `crash`, else a clean shutdown) and start it again after
-        `down_s` on the same ports and data; return once it serves metadata again."""
+        `down_s` on the same ports and data; return once it serves metadata again. `while_down`,
+        if given, is called with the log directory while the broker is down (see `cut_log`)."""
         proc, workdir = self._proc, self.workdir
         if proc is None or workdir is None:
             raise KafkaBrokerError("broker is not started")
@@ -171,6 +201,8 @@ class KafkaBroker:
         else:
             proc.terminate()
         proc.wait(timeout=30)
+        if while_down is not None:
+            while_down(workdir / "data")
         time.sleep(down_s)
         self._launch(workdir / "server.properties")
         self._wait_ready(time.monotonic() + self.start_timeout)
