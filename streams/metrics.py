@@ -81,6 +81,7 @@ class Metrics(NamedTuple):
     input_lost: Counter  # divmon_input_lost_records_total{feed}: deleted by the broker before they were read
     input_replaced: Counter  # divmon_input_replaced_total{feed}: partitions found with a new log (topic made again)
     input_missing: Gauge  # divmon_input_missing_partitions{feed}: partitions this worker's engines lack
+    input_truncated: Counter  # divmon_input_truncated_total{feed}: partitions found ending below the offset read to
     ep3_stale: Counter  # divmon_ep3_stale_total: EP3 events with a non-increasing seq (ignored)
     events_emitted: Counter  # divmon_events_emitted_total{type, class}: every emission (each version)
     mismatches: Counter  # divmon_mismatches_total{class}: mismatch episodes, once, when classified
@@ -190,6 +191,10 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
         input_missing=Gauge("input_missing_partitions", "Partitions of an input that this worker's partition engines "
                             "lack (its topic deleted?): event time waits for them, verdicts are held", ["feed"],
                             namespace=n, registry=inner),
+        input_truncated=Counter("input_truncated", "Input partitions found ending below the offset this worker had "
+                                "read them to (their log truncated: unclean leader election, or a broker lost "
+                                "acknowledged data): records written there since are taken as read and not "
+                                "applied until the log passes that offset", ["feed"], namespace=n, registry=inner),
         ep3_stale=Counter("ep3_stale", "EP3 events ignored because their seq was not above the last applied",
                           namespace=n, registry=inner),
         events_emitted=Counter("events_emitted", "Events emitted (every version), per type and class",
@@ -243,6 +248,7 @@ def create(registry: CollectorRegistry, *, env: str = "demo", feeds: Iterable[st
         m.input_lost.labels(feed=feed)
         m.input_replaced.labels(feed=feed)
         m.input_missing.labels(feed=feed)
+        m.input_truncated.labels(feed=feed)
         m.consumer_lag.labels(feed=feed)
         for reason in DEAD_LETTER_REASONS:
             m.dead_letters.labels(feed=feed, reason=reason)

@@ -81,6 +81,10 @@ class InputLoss:
     def pending(self) -> dict[tuple[str, int], int]:
         return dict(self._pending)
 
+    def has_pending(self) -> bool:
+        """Any reset not settled yet (cheap: checked for every batch of records)."""
+        return bool(self._pending)
+
 
 class OffsetResetWatch(logging.Filter):
     """A filter on aiokafka's fetcher logger that tells `InputLoss` of every out-of-range reset.

@@ -157,6 +157,7 @@ class Worker:
         self._missing: dict[Feed, list[int]] = {}  # account inputs' partitions the engines lack
         self._topic_ids: dict[str, str | None] = {}  # the account inputs' topic ids, as last asked
         self._reborn: set[TP] = set()  # lanes rewound to a new log not sought there yet (not assigned then)
+        self._truncated: dict[TP, int] = {}  # account partitions found ending below the offset read to: that offset
         self._shared_ids: dict[str, str] = {}  # the shared topics' ids, of the logs the reader reads
         self._shared_seen: set[str] = set()  # shared logs whose end offset the reader has known
         self._warming: bool | None = None
@@ -502,6 +503,7 @@ class Worker:
     def _ingest(self, topic: str, partition: int, raws: list[Any], now: float) -> None:
         assert self.outputs is not None
         if raws:
+            self._check_reread(topic, partition, raws[0][0])
             lost = self.loss.arrived(topic, partition, raws[0][0])
             if lost is not None:
                 self._lost(lost)
@@ -510,6 +512,25 @@ class Worker:
             log.warning("dead letter: %s[%d]@%d: %s", dead.topic, dead.partition, dead.offset, dead.reason)
             self.outputs.dead_letter(dead)
             self.metrics.dead_letter(dead)
+
+    def _check_reread(self, topic: str, partition: int, first: int) -> None:
+        """A fetch of an account partition failed out of range at offset `failed`, and the client
+        reset its position to the earliest offset held: if records below both `failed` and what the
+        lane has read arrive now, the broker holds offsets below `failed` but none at it: its log
+        ends below what this worker had read (truncated), where retention (the other cause) moves
+        reading forward. This sees a truncation even when new records carry the log past the old
+        end before the next look at its end offset (`_check_truncated`)."""
+        failed = self.loss.pending().get((topic, partition)) if self.loss.has_pending() else None
+        if failed is None:
+            return
+        feed = self.pipeline.feed_of[topic]
+        pe = self.pipeline.engines.get(partition)
+        if feed in GLOBAL_FEEDS or pe is None or first >= min(failed, pe.lanes[feed].next_offset):
+            return
+        self.loss.forget(topic, partition)  # not a loss of records never read: those are below `failed`
+        tp, read_to = TP(topic, partition), max(failed, pe.lanes[feed].next_offset)
+        end = self._highwater(tp)  # (from the fetch that read these: past `read_to` if new records are)
+        self._truncation(feed, tp, end if end is not None and end < read_to else None, read_to)
 
     def _lost(self, lost: Lost) -> None:
         feed = self.pipeline.feed_of[lost.topic]
@@ -587,11 +608,41 @@ class Worker:
         lag: dict[str, int] = {}
         for p, pe in self.pipeline.engines.items():
             for feed, lane in pe.lanes.items():
-                hw = self._highwater(TP(self.topics[feed], p))
+                tp = TP(self.topics[feed], p)
+                hw = self._highwater(tp)
                 if hw is not None:
                     lag[feed.value] = lag.get(feed.value, 0) + max(0, hw - lane.next_offset)
+                    self._check_truncated(feed, tp, hw, lane.next_offset)
         self.metrics.state(self.pipeline, wall_ms, lag)
         self.metrics.m.sink_buffered_rows.set(self.sink.buffered_rows)
+
+    def _truncation(self, feed: Feed, tp: TP, end: int | None, read_to: int) -> None:
+        """`tp`, an account partition, lost records from its end: it ends (at `end`, if known) below
+        `read_to`, an offset this worker had read it to. Its log was truncated (an unclean leader
+        election, a broker that lost data it had acknowledged). The records written there since
+        have offsets this worker read before, from the old log: they are taken as read and not
+        applied, up to `read_to`. Not silent: counted once per truncation, and an error names the
+        range. A topic deleted and made again is not this: its new log has a new topic id, and is
+        read from its start (see `_check_logs`)."""
+        if tp in self._truncated:
+            self._truncated[tp] = max(self._truncated[tp], read_to)
+            return
+        self._truncated[tp] = read_to
+        self.metrics.m.input_truncated.labels(feed=feed.value).inc()
+        log.error("input truncated: %s[%d] ends %s, below offset %d that this worker had read it to (unclean "
+                  "leader election, or a broker lost acknowledged data?); records written below that offset "
+                  "since are taken as read and NOT applied: verdicts for their accounts may be wrong",
+                  tp.topic, tp.partition, f"at offset {end}" if end is not None else "lower", read_to)
+
+    def _check_truncated(self, feed: Feed, tp: TP, end: int, read_to: int) -> None:
+        """The end offset of an account partition (as the last fetch response gave it) against the
+        offset this worker has read it to: below it, the log was truncated; at or past it again
+        after a truncation, records are applied again."""
+        if end < read_to:
+            self._truncation(feed, tp, end, read_to)
+        elif tp in self._truncated and end >= self._truncated[tp]:
+            log.warning("input past its truncation: %s[%d] reached offset %d again; its records are applied "
+                        "from there", tp.topic, tp.partition, self._truncated.pop(tp))
 
     # --- rebalance -------------------------------------------------------------------------------
 
@@ -604,6 +655,7 @@ class Worker:
         self.router.clear()
         for tp in revoked:
             self.loss.forget(tp.topic, tp.partition)
+            self._truncated.pop(tp, None)  # a worker that gets it reads its end again
         consumer: Any = self.app.consumer
         gate = self.gate
         if gate is not None and self.pipeline.engines and not self._warming:

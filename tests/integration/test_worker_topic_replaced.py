@@ -148,6 +148,7 @@ def test_a_worker_reads_a_topic_made_again_from_its_start(kafka_bootstrap: str, 
         assert _by_feed(metrics, "divmon_input_replaced_total") == {
             **dict.fromkeys((f.value for f in Feed), 0.0), Feed.FILLS.value: float(PARTITIONS)}
         assert set(_by_feed(metrics, "divmon_input_missing_partitions").values()) == {0.0}
+        assert set(_by_feed(metrics, "divmon_input_truncated_total").values()) == {0.0}  # a new log, not a cut one
         assert metrics[("divmon_late_records_total", ())] == 0.0
         text = log.read_text()
         for p in range(PARTITIONS):
@@ -168,6 +169,7 @@ def test_a_worker_restarted_reads_a_topic_made_again_while_it_was_down(
                                    len(records) // 2)
     replaced = _by_feed(metrics, "divmon_input_replaced_total")
     assert replaced[Feed.FILLS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS
+    assert set(_by_feed(metrics, "divmon_input_truncated_total").values()) == {0.0}
 
 
 def test_a_worker_reads_a_shared_topic_made_again_from_its_start(
