@@ -157,7 +157,9 @@ class Worker:
         self._missing: dict[Feed, list[int]] = {}  # account inputs' partitions the engines lack
         self._topic_ids: dict[str, str | None] = {}  # the account inputs' topic ids, as last asked
         self._reborn: set[TP] = set()  # lanes rewound to a new log not sought there yet (not assigned then)
-        self._truncated: dict[TP, int] = {}  # account partitions found ending below the offset read to: that offset
+        # account partitions found ending below the offset read to: that offset (kept through a rebalance: a
+        # partition revoked and assigned again, still truncated, is the same truncation, counted once)
+        self._truncated: dict[TP, int] = {}
         self._shared_ids: dict[str, str] = {}  # the shared topics' ids, of the logs the reader reads
         self._shared_seen: set[str] = set()  # shared logs whose end offset the reader has known
         self._warming: bool | None = None
@@ -655,7 +657,6 @@ class Worker:
         self.router.clear()
         for tp in revoked:
             self.loss.forget(tp.topic, tp.partition)
-            self._truncated.pop(tp, None)  # a worker that gets it reads its end again
         consumer: Any = self.app.consumer
         gate = self.gate
         if gate is not None and self.pipeline.engines and not self._warming:

@@ -14,14 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
     commits_ahead_of_state,
     committed,
-    create_inputs,
+    create_inputs_on,
     diff_summary,
     emitted,
     expected,
@@ -41,14 +40,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def test_worker_rides_out_a_broker_crash(tmp_path: Path) -> None:
     with KafkaBroker() as broker:
         bootstrap = broker.bootstrap
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-
-        def create(topic: str, partitions: int = 1, config: dict[str, str] | None = None) -> list[str]:
-            admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
-            return [topic]
-
         names = Names()
-        create_inputs(create, names)
+        create_inputs_on(bootstrap, names)
         records = traffic(n_accounts=24, n_fills=900, seed=29)
         want = expected(records)
         third = len(records) // 3

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException
 
 from streams.core.records import Feed
 from streams.demo.procs import free_port
@@ -26,7 +26,7 @@ from tests.integration.worker_support import (
     PARTITIONS,
     Names,
     committed,
-    create_inputs,
+    create_inputs_on,
     high_watermarks,
     produce,
     scrape,
@@ -43,17 +43,20 @@ def _truncated(port: int) -> dict[str, float]:
     return {labels[0][1]: v for (name, labels), v in scrape(port).items() if name == "divmon_input_truncated_total"}
 
 
+def _truncated_fills(port: int) -> float | None:
+    """While waiting: a scrape refused now and then (it happened once, right after the broker came
+    back) is asked again; the assertions after the wait scrape strictly."""
+    try:
+        return _truncated(port).get(Feed.FILLS.value)
+    except OSError:
+        return None
+
+
 def test_a_truncated_input_partition_is_counted_and_logged_not_dropped_silently(tmp_path: Path) -> None:
     with KafkaBroker() as broker:
         bootstrap = broker.bootstrap
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-
-        def create(topic: str, partitions: int = 1, config: dict[str, str] | None = None) -> list[str]:
-            admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
-            return [topic]
-
         names = Names()
-        create_inputs(create, names)
+        create_inputs_on(bootstrap, names)
         records = traffic(n_accounts=24, n_fills=400, seed=31)
         half = len(records) // 2
         produce(bootstrap, names, records[:half // 2])  # two flushes: the fills partitions hold two batches or more
@@ -79,13 +82,16 @@ def test_a_truncated_input_partition_is_counted_and_logged_not_dropped_silently(
 
             broker.restart(crash=True, while_down=truncate)
             assert all(0 < cut[p] < ends[(fills, p)] for p in range(PARTITIONS)), (cut, ends)
-            def served() -> dict[int, int]:
-                hws = high_watermarks(bootstrap, names)
+            def served() -> dict[int, int] | None:
+                try:
+                    hws = high_watermarks(bootstrap, names)
+                except KafkaException:  # (leaders still being elected after the restart)
+                    return None
                 return {p: hws.get((fills, p), 0) for p in range(PARTITIONS)}
 
             wait_for(lambda: served() == cut, 60, "the broker to serve the fills logs as cut")
 
-            wait_for(lambda: (alive(), _truncated(port).get(Feed.FILLS.value) == PARTITIONS)[1], 90,
+            wait_for(lambda: (alive(), _truncated_fills(port) == PARTITIONS)[1], 90,
                      "the worker to count every fills partition truncated")
             text = log.read_text()
             for p in range(PARTITIONS):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.agents.app import TABLE
 from streams.codec import EventCodec, input_codecs
@@ -70,6 +71,17 @@ def create_inputs(create: Callable[..., list[str]], names: Names) -> None:
     for feed, topic in names.inputs.items():
         create(topic, partitions=1 if feed in (Feed.MARKS, Feed.INSTRUMENTS) else PARTITIONS,
                config={"retention.ms": "-1"})
+
+
+def create_inputs_on(bootstrap: str, names: Names) -> None:
+    """`create_inputs` on a broker of the test's own (not the session's: see `kafka_topics`)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def create(topic: str, partitions: int = 1, config: dict[str, str] | None = None) -> list[str]:
+        admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
+        return [topic]
+
+    create_inputs(create, names)
 
 
 def produce(bootstrap: str, names: Names, records: Iterable[TapeRecord],
