@@ -103,6 +103,8 @@ def test_alert_series_exist_at_zero_from_the_start(registry: CollectorRegistry) 
     metrics.create(registry, env="test")
     for feed in metrics.FEEDS:
         assert _value(registry, "divmon_records_consumed_total", feed=feed) == 0
+        for name in ("divmon_input_lost_records_total", "divmon_input_replaced_total", "divmon_input_truncated_total"):
+            assert _value(registry, name, feed=feed) == 0, (name, feed)
     for cls in metrics.MISMATCH_CLASSES:
         assert _value(registry, "divmon_mismatches_total", **{"class": cls}) == 0
     assert _value(registry, "divmon_avail_gap_flips_total", position_mismatch="false") == 0
