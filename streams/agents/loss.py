@@ -81,9 +81,10 @@ class InputLoss:
     def pending(self) -> dict[tuple[str, int], int]:
         return dict(self._pending)
 
-    def has_pending(self) -> bool:
-        """Any reset not settled yet (cheap: checked for every batch of records)."""
-        return bool(self._pending)
+    def failed_at(self, topic: str, partition: int) -> int | None:
+        """The offset of `topic[partition]` whose fetch failed, while not settled (one dict lookup:
+        asked for every batch of records)."""
+        return self._pending.get((topic, partition))
 
 
 class OffsetResetWatch(logging.Filter):

@@ -522,15 +522,18 @@ class Worker:
         ends below what this worker had read (truncated), where retention (the other cause) moves
         reading forward. This sees a truncation even when new records carry the log past the old
         end before the next look at its end offset (`_check_truncated`)."""
-        failed = self.loss.pending().get((topic, partition)) if self.loss.has_pending() else None
-        if failed is None:
+        failed = self.loss.failed_at(topic, partition)
+        if failed is None:  # (nearly always: one lookup a batch)
             return
         feed = self.pipeline.feed_of[topic]
         pe = self.pipeline.engines.get(partition)
-        if feed in GLOBAL_FEEDS or pe is None or first >= min(failed, pe.lanes[feed].next_offset):
+        if feed in GLOBAL_FEEDS or pe is None:
+            return
+        read = pe.lanes[feed].next_offset
+        if first >= min(failed, read):
             return
         self.loss.forget(topic, partition)  # not a loss of records never read: those are below `failed`
-        tp, read_to = TP(topic, partition), max(failed, pe.lanes[feed].next_offset)
+        tp, read_to = TP(topic, partition), max(failed, read)
         end = self._highwater(tp)  # (from the fetch that read these: past `read_to` if new records are)
         self._truncation(feed, tp, end if end is not None and end < read_to else None, read_to)
 
