@@ -165,20 +165,13 @@ class PartitionEngine:
 
     def _apply_fresh(self, entries: list[Entry], account_runs: list[Sequence[Entry]]) -> None:
         """`_apply` when no account is restored ahead of `meta` (nothing to skip, the usual case):
-        the accounts of the account lanes' runs are touched in bulk, the loop only passes records
-        on (and touches the holders of an unvaluable symbol a mark or instrument may value)."""
+        the accounts of the account lanes' runs are touched in bulk, and the engine's own loop
+        passes the records on (and touches the holders of an unvaluable symbol a mark or instrument
+        may value)."""
         touched = self.touched
         for run in account_runs:
             touched.update(map(_account_id, map(_record, run)))
-        eng = self.engine
-        process, unv = eng.process, eng.unvaluable_index
-        marks, instruments = Feed.MARKS, Feed.INSTRUMENTS
-        for ts, feed, rec, _ in entries:
-            if unv and (feed is marks or feed is instruments):
-                held = unv.get(rec.symbol)
-                if held:
-                    touched.update(held)
-            process(feed, ts, rec)
+        self.engine.process_entries(entries, touched)
         self.applied += len(entries)
 
     def _skipped(self, account: str, feed: Feed, offset: int, ts: int) -> bool:

@@ -324,6 +324,33 @@ def test_late_mark_resolves_unvaluable() -> None:
     assert (u.state, u.resolved_ts_ms, u.version) == ("resolved", T0 + 30_000, 2)
 
 
+def test_process_entries_is_process_in_order_and_names_the_holders_a_mark_may_value() -> None:
+    """A driver's batch (`process_entries`) gives the events of `process` per record, and a mark
+    or instrument adds the accounts holding its symbol unvaluable to `touched` before it applies."""
+    entries = [
+        (T0, Feed.INSTRUMENTS, Instrument("XAU", D(1), D("0.05")), 0),
+        (T0, Feed.EP3, ep3("A", 1, T0, "SNAPSHOT", XAU="13"), 0),
+        (T0 + 5, Feed.EP3, ep3("B", 1, T0 + 5, "SNAPSHOT", XAU="2"), 1),
+        (T0 + 5, Feed.RISK, risk("A", T0 + 5, XAU="12"), 0),
+        (T0 + 10, Feed.INSTRUMENTS, Instrument("ZZZ", D(1), D("0.05")), 1),
+        (T0 + 30_000, Feed.MARKS, Mark("XAU", D(11700), T0 + 30_000), 0),
+    ]
+    one = Engine(EngineConfig())
+    for ts, feed, rec, _ in entries:
+        one.process(feed, ts, rec)
+    one.advance(T0 + 30_001)
+    batch = Engine(EngineConfig())
+    touched: set[str] = set()
+    batch.process_entries(entries[:5], touched)
+    assert touched == set()  # ZZZ is held unvaluable by nobody
+    batch.process_entries(entries[5:], touched)
+    assert touched == {"A", "B"}  # both held XAU unvaluable (no mark) when its mark came
+    batch.advance(T0 + 30_001)
+    got, want = batch.take_events(), one.take_events()
+    assert [e.to_dict() for e in got] == [e.to_dict() for e in want]
+    assert {type(e) for e in got} >= {Unvaluable, PositionMismatch}
+
+
 # --- avail-gap flips -----------------------------------------------------------------------------
 
 
