@@ -35,8 +35,9 @@
  *   node: ("long",) | ("string",) | ("boolean",) | ("union", null_index, node) | ("array", node, top)
  *         | ("decimal", cache, scale, precision, decimal_type, bound_owner, bound_name, miss)
  *
- * A Decimal is written here from its exact text when it can be (`decimal_bytes`), and remembered
- * by identity in the node's front cache (see write_decimal). For anything else, `cache` maps a
+ * A Decimal is written here from its digits, read in place where its layout was confirmed
+ * (`decimal_bytes_in_place`), else from its exact text (`decimal_bytes`), and remembered by identity
+ * in the node's front cache (see write_decimal). For anything else, `cache` maps a
  * Decimal to its encoding (length-prefixed Avro decimal bytes), and `miss(value)` returns that
  * encoding for any other value or raises (encoder.py's `_decimal_writer`, which also fills the
  * cache). A cache's bound is read at each miss from `getattr(bound_owner, bound_name)`
@@ -937,6 +938,7 @@ typedef struct WNode {
     DecimalSpec dec;        /* DECIMAL */
     PyObject *miss;         /* DECIMAL */
     WDecSlot *front;        /* DECIMAL: WDEC_SLOTS slots */
+    int in_place;           /* DECIMAL: its Decimals are read in place (see dec_layout_check) */
     int null_index;         /* UNION */
     int top;                /* ARRAY */
     struct WNode *child;     /* UNION, ARRAY */
@@ -984,6 +986,8 @@ static WNode *wspec_error(WNode *node, const char *what) {
     return bad_spec(what);
 }
 
+static int dec_layout_check(PyObject *decimal_type);
+
 static WNode *wnode_new(PyObject *spec, int depth) {
     PyObject *kind = spec_kind(spec, depth);
     if (kind == NULL) {
@@ -1018,6 +1022,7 @@ static WNode *wnode_new(PyObject *spec, int depth) {
             wnode_free(node);
             return NULL;
         }
+        node->in_place = dec_layout_check(node->dec.decimal_type);
     } else if (is_kind(kind, "union") && size == 3) {
         node->kind = W_UNION;
         long index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
@@ -1135,6 +1140,169 @@ static int write_array(const WNode *node, PyObject *v, Out *o) {
 }
 
 #ifdef __SIZEOF_INT128__
+/* The two's complement bytes of the unscaled integer (-1)**negative * mag (mag below 10**38), as
+   u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True): 1..17 bytes in `raw`,
+   their count returned. */
+static int mag_bytes(u128 mag, int negative, unsigned char *raw) {
+    if (mag == 0) {
+        negative = 0;
+    }
+    int len = bit_length_u128(negative ? mag - 1 : mag) / 8 + 1;
+    u128 twos = negative ? ~mag + 1 : mag;
+    for (int k = len - 1; k >= 0; k--) {
+        raw[k] = (unsigned char)(twos & 0xFF);
+        twos >>= 8;
+    }
+    return len;
+}
+
+/* A Decimal of CPython's _decimal read in place: its object as Modules/_decimal/_decimal.c lays it
+   out (PyDecObject: the head, the hash, libmpdec's mpd_t, then the inline words), with libmpdec's
+   64-bit configuration (words of 19 decimal digits). Nothing public gives a Decimal's digits
+   without making its text (`str`: ~1,500 instructions with the string made and freed, most of
+   writing an event's fresh decimals). Read only once `dec_layout_check` has confirmed the layout
+   on Decimals of known parts, for the exact type it checked; any other build (another layout,
+   32-bit words) keeps the text path. */
+typedef struct {
+    uint8_t flags;
+    int64_t exp;
+    int64_t digits;
+    int64_t len;
+    int64_t alloc;
+    uint64_t *data;
+} MpdView;
+
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    MpdView dec;
+    uint64_t data[4];
+} DecView;
+
+#define DEC_NEG 1
+#define DEC_SPECIAL 14 /* infinite, NaN or signaling NaN */
+#define DEC_RADIX 10000000000000000000ULL
+
+static PyObject *dec_layout_type = NULL; /* the Decimal type the layout was confirmed for (a strong reference) */
+
+/* The sign, coefficient and exponent of a finite Decimal whose coefficient has at most 2 words
+   (38 digits; below 2**127); 0 for anything else. */
+static int dec_parts(PyObject *v, int *negative, u128 *coeff, int64_t *exp) {
+    const MpdView *d = &((const DecView *)v)->dec;
+    if (d->flags & DEC_SPECIAL || d->len < 1 || d->len > 2) {
+        return 0;
+    }
+    u128 c = d->data[0];
+    if (d->len == 2) {
+        c += (u128)d->data[1] * DEC_RADIX;
+    }
+    *negative = d->flags & DEC_NEG;
+    *coeff = c;
+    *exp = d->exp;
+    return 1;
+}
+
+/* Whether `decimal_type` is laid out as DecView: 1 if so, 0 if not (also when it can't make the
+   probes). Confirmed on Decimals made from text, whose parts are known: the object's size,
+   its words inline where a new small Decimal keeps them, and sign, coefficient and exponent each as
+   the text says (one and two words, either sign, both exponent signs, zero); NaN, Infinity and
+   sNaN flagged special. The first type confirmed is remembered (normally the only one there is). */
+static int dec_layout_check(PyObject *decimal_type) {
+    if (decimal_type == dec_layout_type) {
+        return 1;
+    }
+    static const struct {
+        const char *text;
+        int negative;
+        uint64_t hi, lo; /* the coefficient's words */
+        int64_t exp;
+    } probes[] = {
+        {"0", 0, 0, 0, 0},
+        {"-0", 1, 0, 0, 0},
+        {"0E-5", 0, 0, 0, -5},
+        {"-12.345", 1, 0, 12345, -3},
+        {"1E+30", 0, 0, 1, 30},
+        {"-7E-20", 1, 0, 7, -20},
+        {"9999999999999999999", 0, 0, 9999999999999999999ULL, 0},
+        {"10000000000000000000", 0, 1, 0, 0},
+        {"-123456789012345678901234567890.5", 1, 123456789012ULL, 3456789012345678905ULL, -1},
+    };
+    if (!PyType_Check(decimal_type) || ((PyTypeObject *)decimal_type)->tp_basicsize != (Py_ssize_t)sizeof(DecView)) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        PyObject *v = PyObject_CallFunction(decimal_type, "s", probes[i].text);
+        if (v == NULL) { /* not a type that makes these from text: not this layout */
+            PyErr_Clear();
+            return 0;
+        }
+        const DecView *d = (const DecView *)v;
+        int ok = Py_TYPE(v) == (PyTypeObject *)decimal_type && d->dec.data == d->data;
+        int negative = 0;
+        u128 coeff = 0;
+        int64_t exp = 0;
+        ok = ok && dec_parts(v, &negative, &coeff, &exp) && negative == probes[i].negative
+             && coeff == (((u128)probes[i].hi * DEC_RADIX) + probes[i].lo) && exp == probes[i].exp;
+        Py_DECREF(v);
+        if (!ok) {
+            return 0;
+        }
+    }
+    const char *special[] = {"NaN", "-Infinity", "sNaN"};
+    for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++) {
+        PyObject *v = PyObject_CallFunction(decimal_type, "s", special[i]);
+        if (v == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        int ok = (((const DecView *)v)->dec.flags & DEC_SPECIAL) != 0;
+        Py_DECREF(v);
+        if (!ok) {
+            return 0;
+        }
+    }
+    if (dec_layout_type == NULL) {
+        Py_INCREF(decimal_type);
+        dec_layout_type = decimal_type;
+    }
+    return 1;
+}
+
+/* The Avro decimal bytes of a Decimal at the node's scale, as `decimal_bytes` gives them, read from
+   the object itself (the layout confirmed): 1..17 bytes, or 0 for anything this doesn't decide
+   (not finite, a coefficient over 38 digits, not exactly at the scale, wider than the precision). */
+static int decimal_bytes_in_place(const DecimalSpec *dec, PyObject *v, unsigned char *raw) {
+    int negative;
+    u128 coeff;
+    int64_t exp;
+    if (dec->precision > 38 || dec->scale > 38 || !dec_parts(v, &negative, &coeff, &exp)) {
+        return 0;
+    }
+    u128 mag = 0;
+    if (coeff != 0) {
+        if (exp < -76 || exp > 76) {
+            return 0; /* (at any scale <= 38 and 38 digits: not at the scale, or wider than 38) */
+        }
+        int64_t shift = exp + dec->scale;
+        if (shift < 0) { /* the coefficient must end in -shift zeros, or the value isn't at this scale */
+            if (-shift > 38) {
+                return 0;
+            }
+            u128 p = pow10_u128((int)-shift);
+            if (coeff % p != 0) {
+                return 0;
+            }
+            mag = coeff / p;
+        } else {
+            if (shift > dec->precision || coeff >= pow10_u128(dec->precision - (int)shift)) {
+                return 0; /* wider than the precision */
+            }
+            mag = coeff * pow10_u128((int)shift);
+        }
+    }
+    return mag_bytes(mag, negative, raw);
+}
+
 /* The Avro decimal bytes of a Decimal at the node's scale, as decimals.exact_writer writes them
    (the shortest big-endian two's complement of the unscaled integer), read from its exact text:
    1..17 bytes in `raw`, their count returned. 0 (no error) for anything this doesn't decide:
@@ -1230,17 +1398,7 @@ static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw
     if (mag >= pow10_u128(dec->precision)) {
         goto done;
     }
-    if (mag == 0) {
-        negative = 0;
-    }
-    /* as u.to_bytes((u + (u < 0)).bit_length() // 8 + 1, "big", signed=True) */
-    int len = bit_length_u128(negative ? mag - 1 : mag) / 8 + 1;
-    u128 twos = negative ? ~mag + 1 : mag;
-    for (int k = len - 1; k >= 0; k--) {
-        raw[k] = (unsigned char)(twos & 0xFF);
-        twos >>= 8;
-    }
-    result = len;
+    result = mag_bytes(mag, negative, raw);
 done:
     Py_DECREF(str);
     return result;
@@ -1252,11 +1410,20 @@ static int decimal_bytes(const DecimalSpec *dec, PyObject *v, unsigned char *raw
     (void)raw;
     return 0;
 }
+static int decimal_bytes_in_place(const DecimalSpec *dec, PyObject *v, unsigned char *raw) {
+    return decimal_bytes(dec, v, raw);
+}
+static PyObject *dec_layout_type = NULL;
+static int dec_layout_check(PyObject *decimal_type) {
+    (void)decimal_type;
+    return 0;
+}
 #endif
 
 /* A decimal: for a Decimal, from the node's front cache when this very object was written here
-   before, else from its exact text (`decimal_bytes`, then kept in the front cache); anything
-   `decimal_bytes` doesn't decide (and any other type) goes the dict cache's way, then the miss.
+   before, else from its digits read in place (`decimal_bytes_in_place`, where the node's type was
+   confirmed) or from its exact text (`decimal_bytes`), then kept in the front cache; anything
+   neither decides (and any other type) goes the dict cache's way, then the miss.
 
    The dict cache (keyed by value) cost more than the text: most Decimals an event carries are new
    objects (a delta, an IM figure), so each lookup computed the Decimal's hash (a modular power in
@@ -1277,7 +1444,10 @@ static int write_decimal(const WNode *node, PyObject *v, Out *o) {
             return put_bytes(o, (const char *)slot->enc, slot->n) < 0 ? -1 : 1;
         }
         unsigned char raw[18];
-        int len = decimal_bytes(dec, v, raw + 1);
+        int len = node->in_place ? decimal_bytes_in_place(dec, v, raw + 1) : 0;
+        if (len == 0) { /* (not decided in place: the text decides, or not either) */
+            len = decimal_bytes(dec, v, raw + 1);
+        }
         if (len < 0) {
             return -1;
         }
@@ -1551,11 +1721,24 @@ static PyTypeObject EncoderType = {
     .tp_vectorcall_offset = offsetof(Encoder, vectorcall),
 };
 
+static PyObject *decimal_layout(PyObject *self, PyObject *decimal_type) {
+    (void)self;
+    return PyBool_FromLong(dec_layout_check(decimal_type));
+}
+
+static PyMethodDef module_methods[] = {
+    {"decimal_layout", decimal_layout, METH_O,
+     "decimal_layout(decimal_type) -> whether an Encoder reads the Decimals of this type in place (their "
+     "layout confirmed on probes), instead of making their text."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "streams.codec._cavro",
     .m_doc = "The codec's fast paths in C: Reader (direct.py) and Encoder (encoder.py); see the source's head comment.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__cavro(void) {

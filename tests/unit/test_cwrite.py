@@ -193,6 +193,46 @@ def test_a_decimal_written_in_c_has_exact_writers_bytes(c: ModuleType, v: Decima
     assert (not missed) == isinstance(want, bytes)  # every value the exact writer takes, C writes itself
 
 
+_IN_PLACE = ["0", "-0", "0E-30", "0E+40", "1", "-1", "0.000000000001", "-0.000000000001", "12.5", "-12.5",
+             "1E+25", "-1E+25", "1.000000000000", "127", "-128", "255.00", "-256", "9999999999999999999",
+             "-10000000000000000000", "12345678901234567890.123456789012", "-99999999999999999999999999.999999999999",
+             "99999999999999999999999999.9999999999990", "1E-13", "1.0000000000001", "1E+26", "1E+27"]
+
+
+@pytest.mark.parametrize("scale", [0, 2, 12, 38])
+def test_decimals_are_written_from_their_digits_in_place(c: ModuleType, scale: int) -> None:
+    """On this build's Decimal (CPython's _decimal, laid out as the C writer expects: confirmed on
+    probes when a decimal writer is made), a Decimal's digits are read from the object instead of
+    its text: one and two 19-digit words, both signs, exponents on both sides of the scale, and at
+    the edges of the scale and of the precision, each written as `exact_writer` writes it, or left
+    to the miss (not at the scale, too wide) exactly when `exact_writer` refuses it. A Decimal
+    subclass or another type is never read in place."""
+    assert c.decimal_layout(Decimal) is True
+    assert c.decimal_layout(type("Sub", (Decimal,), {})) is False and c.decimal_layout(int) is False
+    encoding = _exact_encoding(scale)
+    missed: list[Any] = []
+
+    def miss(x: Any) -> bytes:
+        missed.append(x)
+        return encoding(x)
+
+    encoder = c.Encoder(("record", (("a", ("decimal", {}, scale, 38, Decimal, SimpleNamespace(MAX=64), "MAX",
+                                          miss)),)))
+    for text in _IN_PLACE:
+        v = Decimal(text)
+        try:
+            want: Any = encoding(v)
+        except EncodeError as exc:
+            want = str(exc)
+        missed.clear()
+        try:
+            got: Any = encoder(_One(v), b"")
+        except EncodeError as exc:
+            got = str(exc)
+        assert got == want, text
+        assert (not missed) == isinstance(want, bytes), text
+
+
 def test_the_c_decimal_writes_keep_the_cache_bounded(c: ModuleType) -> None:
     cache: dict[Decimal, bytes] = {}
     bound = SimpleNamespace(MAX=8)
