@@ -239,20 +239,29 @@ class EventCodec:
         encode itself (a value of an unexpected shape, one that doesn't fit) goes the reference way,
         which gives the same bytes or raises the error.
         """
-        cls = type(event)
-        compiled = self._compiled.get(cls)
-        if compiled is not None:
-            head = self._heads.get(cls)
-            if head is None:
-                event_type = compiled[0]
-                head = self._heads[cls] = self._framer.header(self._schemas[event_type], self._subjects[event_type])
+        fast = self.fast_encoder(type(event))
+        if fast is not None:
             try:
-                data = compiled[1](event, head)
+                data = fast[0](event, fast[1])
             except Exception:  # the reference path below raises the right error
                 data = None
             if data is not None:
                 return data
         return self._encode_reference(event)
+
+    def fast_encoder(self, cls: type) -> tuple[Encoder, bytes] | None:
+        """For a caller's own loop over many events (a worker's output): the compiled encoder of
+        events of exactly `cls` and the header to pass it, as `encode_event` calls it (`encoder(event,
+        head)` gives the framed bytes, or None or an exception where `encode_event` must be asked
+        instead); None if `cls` has none."""
+        compiled = self._compiled.get(cls)
+        if compiled is None:
+            return None
+        head = self._heads.get(cls)
+        if head is None:
+            event_type = compiled[0]
+            head = self._heads[cls] = self._framer.header(self._schemas[event_type], self._subjects[event_type])
+        return compiled[1], head
 
     def _encode_reference(self, event: Any) -> bytes:
         """`encode_event` through fastavro: the behaviour the compiled encoders reproduce."""

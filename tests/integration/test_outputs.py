@@ -88,6 +88,20 @@ def test_a_message_that_times_out_makes_flush_raise() -> None:
         outputs.flush(10)
 
 
+def test_events_wait_for_room_when_the_producer_queue_is_full_and_none_is_lost(
+        make_events: Callable[..., list[Any]]) -> None:
+    """More events than librdkafka's queue holds: `events()` serves deliveries until each fits
+    (here each times out, with no broker) and returns; every event was produced, and every one is
+    reported as failed, none dropped."""
+    outputs = Outputs(_settings(UNREACHABLE, "outputs"), EventCodec(),
+                      {"queue.buffering.max.messages": 4, "message.timeout.ms": 200, "log_level": 0})
+    events = make_events("a") + make_events("b")
+    assert len(events) > 4
+    outputs.events(events)
+    assert outputs._producer.flush(10) == 0  # (librdkafka's own: nothing left in flight)
+    assert len(outputs.errors) == len(events) and all("_MSG_TIMED_OUT" in e for e in outputs.errors)
+
+
 @pytest.mark.kafka
 def test_changelog_rows_arrive_in_order_and_flush_returns_their_offsets(
         kafka_bootstrap: str, kafka_topics: Callable[..., list[str]]) -> None:
