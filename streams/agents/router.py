@@ -23,7 +23,7 @@ from typing import Any
 from faust.types import TP
 
 from streams import metrics as m
-from streams.core.events import Event, PositionMismatch, SourceTransition
+from streams.core.events import Event
 from streams.worker.pipeline import DeadLetter, Pipeline
 
 
@@ -92,15 +92,8 @@ class WorkerMetrics:
     def events(self, events: list[Event]) -> None:
         """Count a batch of events; observe the snapshot ages in one go, and set the positions source
         once, to the batch's last transition (no scrape can see one set in the middle of a batch)."""
-        m.observe_events(self.m, events)
-        ages = []
-        source = None
-        for ev in events:
-            if isinstance(ev, PositionMismatch):
-                if ev.snapshot_age_ms is not None:
-                    ages.append(ev.snapshot_age_ms / 1000)
-            elif isinstance(ev, SourceTransition):
-                source = ev.to_source
+        ages: list[float] = []
+        source = m.observe_events(self.m, events, ages)
         m.observe_many(self.m.snapshot_age, ages)
         if source is not None and source != self._source:
             m.set_positions_source(self.m, source)
