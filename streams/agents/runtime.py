@@ -168,6 +168,9 @@ class Worker:
         self._cp_interval = s.checkpoint_ms / 1000
         self._last_busy = 0.0  # when a tick last took records from the fetch loop or left released ones (monotonic s)
         self._state_cpu = 0.0  # loop-thread CPU of state writes since the last checkpoint was cut
+        self._cp_applied = 0  # the pipeline's applied count when the last checkpoint was cut
+        self._committing: asyncio.Future[None] | None = None  # a commit of `_mark_safe`'s, while it runs
+        self._commit_again = False  # offsets were marked safe while it ran
         consumer: Any = app.consumer
         consumer.attach(self.router)
         consumer.starts = self._starts
@@ -188,7 +191,6 @@ class Worker:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        consumer: Any = self.app.consumer
         if self.s.metrics_port:
             metrics_mod.serve(self.registry, self.s.metrics_port)
         await loop.run_in_executor(None, ensure_topics, self.s, self.s.partitions)
@@ -197,7 +199,7 @@ class Worker:
         self.store.writer = ChangelogWriter(self.s, self.table.changelog_topic.get_topic_name())
         self.reader = GlobalReader(self.s, [self.topics[f] for f in GLOBAL_FEEDS], self.loss,
                                    fetch_wait_ms=GLOBAL_FETCH_WAIT_MS)
-        self.gate = CommitGate(self.sink, self.outputs.deliver, self._write_state, consumer.mark_safe,
+        self.gate = CommitGate(self.sink, self.outputs.deliver, self._write_state, self._mark_safe,
                                self.metrics.m.sink_write_failures.inc, self.metrics.m.sink_batch_latency.observe)
 
     async def _main(self) -> None:
@@ -228,6 +230,8 @@ class Worker:
                     self._log_status(now * 1000)
         finally:
             gate_task.cancel()
+            if self._committing is not None:
+                self._committing.cancel()
 
     def _maybe_checkpoint(self, now: float) -> None:
         """Cut a checkpoint every interval (`checkpoint_ms`, stretched while checkpoints are costly
@@ -247,8 +251,13 @@ class Worker:
             self._last_busy = now
         floor = self.s.checkpoint_ms / 1000
         interval = self._cp_interval if now - self._last_busy < floor else floor
-        if not held and now - self._last_cp >= interval:
+        pipeline = self.pipeline
+        # inputs gone quiet with work not checkpointed yet: its events reach the sink, and its offsets
+        # are committed, now rather than up to an interval later (nothing more is on its way)
+        settled = pipeline.quiet and (pipeline.applied != self._cp_applied or bool(pipeline.events))
+        if not held and (now - self._last_cp >= interval or settled):
             self._last_cp = now
+            self._cp_applied = pipeline.applied
             t = self.clock.start()
             gate.submit(self.pipeline.checkpoint())
             cost = self.clock.lap("checkpoint", t) - t + self._state_cpu
@@ -256,6 +265,35 @@ class Worker:
             self._cp_interval = checkpoint_interval(cost, self.s.checkpoint_ms, self.s.checkpoint_max_ms)
             self.metrics.m.checkpoint_interval.set(self._cp_interval)
         self.router.set_gate_full(held or gate.backlog > GATE_BACKLOG)
+
+    def _mark_safe(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """The gate stored a checkpoint: its offsets may be committed. Faust's commit loop commits
+        them on its interval (`commit_interval_ms`); when the inputs are quiet they are committed at
+        once, so that a burst's offsets are committed as soon as its events and state are stored
+        rather than up to an interval later (while records flow, the interval's cadence is kept: a
+        commit per checkpoint would be one more request every `checkpoint_ms` for nothing)."""
+        consumer: Any = self.app.consumer
+        consumer.mark_safe(offsets)
+        if not self.pipeline.quiet or self._warming or self.app.rebalancing:
+            return
+        if self._committing is not None and not self._committing.done():
+            self._commit_again = True
+            return
+        self._committing = asyncio.ensure_future(self._commit_safe(consumer))
+
+    async def _commit_safe(self, consumer: Any) -> None:
+        """Commit what is marked safe (again if more was marked meanwhile: Faust's `commit` returns
+        without committing while another commit runs). Faust's own commit loop handles errors as
+        it does for its periodic commits."""
+        while True:
+            self._commit_again = False
+            try:
+                await consumer.commit()
+            except Exception as exc:  # the next periodic commit carries the same offsets
+                log.warning("commit after a quiet checkpoint failed (the commit loop retries): %r", exc)
+                return
+            if not self._commit_again:
+                return
 
     def _tick(self, now: float) -> bool:
         """One pipeline step; False while warming (nothing is fed to the engines)."""

@@ -83,6 +83,7 @@ class PartitionEngine:
         self._unsettled: set[str] = set()  # accounts written with unsettled work (see `checkpoint`)
         self._last_meta: Any = None  # the last `meta` row cut (encoded)
         self.applied = 0
+        self.quiet = False  # the last step found every input idle (watermark INF) and released all it held
         # records applied late (after event time had passed them) by this process, per input: which
         # input came late tells an operator which producer or fetch to look at (the engine counts
         # them all together, in `stats`)
@@ -114,6 +115,7 @@ class PartitionEngine:
         whether more was left), move event time, return the engine's events."""
         aligner = self.aligner
         runs, w = aligner.release_runs(now, limit)
+        self.quiet = w is not None and w >= INF and not aligner.cut
         if runs:
             if self.engine.started and not self.skip:  # (a restored engine's skipped records aren't applied)
                 self._count_late(runs)

@@ -255,6 +255,12 @@ class Pipeline:
         self.events.extend(out)
         return out
 
+    @property
+    def quiet(self) -> bool:
+        """Every engine's last step found all of its inputs idle and applied everything they had
+        delivered: nothing is on its way, the state is as complete as it will be until records arrive."""
+        return bool(self.engines) and all(pe.quiet for pe in self.engines.values())
+
     def rewinds(self) -> dict[str, int]:
         """Global logs that a restored engine needs re-read from an older offset (key -> offset)."""
         return {k: o for k, log in self.logs.items() if (o := log.needs_rewind()) is not None}

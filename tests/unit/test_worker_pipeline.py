@@ -468,3 +468,24 @@ def test_the_open_counts_kept_by_checkpoints_equal_a_count_of_every_account(
         check()
     # along the way: episodes unclassified and classified, witness anomalies of every status
     assert seen[0][""] and seen[0]["persistent"] and set(seen[1]) == {"mismatch", "never_in_cache", "phantom"}
+
+
+def test_quiet_once_every_input_is_idle_and_all_it_delivered_is_applied(tape: list[TapeRecord]) -> None:
+    """`quiet` (the worker then checkpoints and commits at once) only when nothing is on its way:
+    not while an input is live, nor while a bounded step left records below the watermark."""
+    topics = to_topics(tape)
+    pipe = new_pipeline(DictStore(), idle_ms=2_000)
+    assert not pipe.quiet  # no engine yet
+    for tp, raws in topics.items():
+        assert pipe.ingest(tp[0], tp[1], raws, 0.0) == []
+    pipe.step(500.0)
+    assert not pipe.quiet and pipe.pending() > 0  # the inputs are live: the last instants are held
+    pipe.step(2_500.0, limit=50)  # every input idle, but a bounded step leaves most of the input
+    assert pipe.backlog and not pipe.quiet
+    while pipe.backlog:
+        pipe.step(2_500.0, limit=50)
+    assert pipe.quiet and pipe.pending() == 0
+    first = next(iter(topics))
+    pipe.ingest(first[0], first[1], [(len(topics[first]), tape[-1].ts_ms + 1, None, topics[first][-1][3])], 2_600.0)
+    pipe.step(2_700.0)  # a record arrives: that input is live again
+    assert not pipe.quiet
