@@ -18,9 +18,12 @@ Offsets of input topics are never acked per message. The pipeline calls `mark_sa
 and the output producer have stored everything derived from them, and Faust's own commit loop then
 commits exactly those offsets (`_new_offset`), after flushing the table changelog producer.
 
+Fetches wait at the broker `FETCH_WAIT_MS` at most, not Faust's 1.5 s (see `BatchConsumerThread`).
+
 Relies on faust-streaming 0.15.x internals (`_drain_messages`, `_wait_next_records`, `_getmany`,
-`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`, `_commit`, and `perform_seek`'s use
-of what `seek_to_committed` returns) and on aiokafka 0.14's fetcher
+`_new_offset`, `_filter_tps_with_pending_acks`, `_read_offset`, `_commit`, `perform_seek`'s use
+of what `seek_to_committed` returns, and `_new_consumer_thread` / `_create_worker_consumer`, where
+its aiokafka consumer is made, whose `_fetch_max_wait_ms` is read when it starts) and on aiokafka 0.14's fetcher
 (`FetchResult.getall`, `PartitionRecords`: its batches, its `next_fetch_offset`, and
 `_consumer_record`, which it calls once per record after its own offset, control batch, transaction
 and CRC handling), and on the name `MetadataRequest` in aiokafka's client (see `no_topic_creation`):
@@ -157,6 +160,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._safe: dict[TP, int] = {}
 
+    def _new_consumer_thread(self) -> Any:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     def attach(self, sink: BatchSink) -> None:
         """Hand the records of `sink.topics` to `sink`, as raw `(offset, timestamp, key, value)`."""
         raw_records(sink.topics)
@@ -288,6 +294,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+
+# how long aiokafka's fetch request may wait at the broker for data (Faust sets 1,500 ms). aiokafka keeps
+# one fetch in flight per broker, for the partitions that had nothing buffered when it was sent: one
+# sent for inputs already read to their end waited there up to that long, while the input holding
+# event time back (its buffer taken meanwhile) could not be fetched. On the worker bench (1.5M
+# records) such waits stopped fetching, and with it applying, for ~0.5 s several times a run.
+FETCH_WAIT_MS = 100
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, with fetches that wait `FETCH_WAIT_MS` at most."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_WAIT_MS  # read when it starts (makes its fetcher)
+        return consumer
 
 
 class BatchTransport(faust_aiokafka.Transport):

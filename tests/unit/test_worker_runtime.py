@@ -195,6 +195,27 @@ def _fetched(topic: str, rows: list[tuple[int, int, bytes | None, bytes | None]]
     return list(PartitionRecords(TopicPartition(topic, 3), records, [], start, deserializer, deserializer, True, 0))
 
 
+def test_the_worker_consumer_fetch_waits_at_the_broker_briefly(tmp_path: Path) -> None:
+    """aiokafka keeps one fetch in flight per broker, for the partitions with nothing buffered when it
+    was sent; Faust lets it wait 1.5 s for data. One sent for inputs read to their end then kept the
+    input holding event time back from being fetched that long (fetching and applying stopped for
+    ~0.5 s several times a 1.5M-record bench run). The worker's consumer waits FETCH_WAIT_MS at most:
+    this fails if Faust stops making its consumer where the worker's override is (its pin moved)."""
+
+    async def run() -> None:
+        worker = new_worker(tmp_path)
+        thread = worker.app.consumer._thread
+        assert isinstance(thread, consumer_mod.BatchConsumerThread)
+        made = thread._create_worker_consumer(worker.app.transport)
+        try:
+            assert made._fetch_max_wait_ms == consumer_mod.FETCH_WAIT_MS <= 100
+            assert made._fetcher is None  # not started: its fetcher is made, with this wait, on start
+        finally:
+            await made.stop()
+
+    asyncio.run(run())
+
+
 def test_the_fetcher_hands_input_records_over_raw_and_others_as_aiokafka_records(tmp_path: Path) -> None:
     """The worker's consumer makes aiokafka yield `(offset, timestamp, key, value)` for its input
     topics, exactly the fields of the record aiokafka would have built (and skips what aiokafka
