@@ -3,7 +3,8 @@
 One task runs the pipeline in ticks: take the batches the fetch loop handed over, read the global
 feeds, decode and merge into the partition engines, produce events and dead letters, and every
 checkpoint interval (`checkpoint_ms`, stretched up to `checkpoint_max_ms` while checkpoints are
-costly) write a checkpoint to the state table and submit it to the commit gate. Guarantees:
+costly), and at once when every input has gone idle with work not checkpointed yet, write a checkpoint
+to the state table and submit it to the commit gate. Guarantees:
 
 - while Faust rebalances or restores tables the worker reports warming (metric `divmon_warming` and a
   log line) and feeds nothing to the engines, so no verdict is made on half-restored state;
@@ -283,8 +284,9 @@ class Worker:
 
     async def _commit_safe(self, consumer: Any) -> None:
         """Commit what is marked safe (again if more was marked meanwhile: Faust's `commit` returns
-        without committing while another commit runs). Faust's own commit loop handles errors as
-        it does for its periodic commits."""
+        without committing while another commit runs). A failed commit is Faust's to handle, as for
+        its periodic ones; anything that escapes it is logged, and the next periodic commit carries
+        the same offsets."""
         while True:
             self._commit_again = False
             try:
