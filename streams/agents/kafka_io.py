@@ -278,14 +278,19 @@ class GlobalReader:
                                    "enable.partition.eof": False, "fetch.wait.max.ms": fetch_wait_ms})
         self.assigned: set[tuple[str, int]] = set()
 
-    def refresh(self, start_at: Callable[[str, int], int] | None = None, timeout: float = 5.0
-                ) -> list[tuple[str, int]]:
+    def refresh(self, start_at: Callable[[str, int], int] | None = None, timeout: float = 5.0,
+                only: Iterable[str] | None = None) -> list[tuple[str, int]]:
         """Assign partitions that appeared (topic created, partitions added), each from the offset
         `start_at` gives (the engines' restored cursors), from the beginning if that is 0; returns
-        them. An offset the broker no longer holds is reported to `loss` once read (see `poll`)."""
+        them. With `only`, of those topics alone (the ones whose id the caller has just checked:
+        this consumer's metadata may list a topic that the cluster says is gone, or one made again
+        before the caller knows it is a new log, whose partitions `start_at` would place at the old
+        log's offsets). An offset the broker no longer holds is reported to `loss` once read (see
+        `poll`)."""
         meta = self._consumer.list_topics(timeout=timeout)
+        allowed = set(self.topics if only is None else only)
         new = [TopicPartition(t, p, (start_at(t, p) if start_at else 0) or OFFSET_BEGINNING)
-               for t in self.topics if t in meta.topics
+               for t in self.topics if t in meta.topics and t in allowed
                for p in meta.topics[t].partitions if (t, p) not in self.assigned]
         if new:
             self._consumer.incremental_assign(new)
@@ -319,7 +324,13 @@ class GlobalReader:
         self._assign_anew(topic, partition, OFFSET_BEGINNING)
 
     def highwater(self, topic: str, partition: int) -> int | None:
-        """The last known end offset (from fetch responses, no request), None if unknown yet."""
+        """The last known end offset (from fetch responses, no request), None if unknown yet, or if
+        the partition is not read (`forget`): librdkafka still answered from its cache then, with
+        the end of the deleted topic's log, which the engines had read to, so a topic gone (and the
+        one made again under its name, not read yet) counted as caught up and stopped holding event
+        time: records written with the new one were applied before its own, and those came late."""
+        if (topic, partition) not in self.assigned:
+            return None
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
         return None if high is None or high < 0 else int(high)
 

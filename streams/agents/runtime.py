@@ -379,20 +379,23 @@ class Worker:
         self._shared_seen.discard(key)
         self._next_refresh = min(self._next_refresh, now + 1_000)
 
-    def _check_shared_logs(self, now: float) -> None:
+    def _check_shared_logs(self, now: float) -> set[str]:
         """Ask the shared topics' ids (KafkaException if the brokers can't say). A topic whose id
         changed since the last answer was deleted and made again: its logs are read again from the
         start of the new one, and every engine's cursors into it too. Engines restored with
         cursors into another id than the current one (replaced while nobody read it) also read the
-        new one from its start (the lowest cursor decides where the reader reads: 0)."""
+        new one from its start (the lowest cursor decides where the reader reads: 0). Returns the
+        shared topics that exist (with the id checked)."""
         shared = {self.topics[f]: f for f in GLOBAL_FEEDS}
         ids = topic_ids(self.s, sorted(shared), REFRESH_TIMEOUT_S)
         reader = self.reader
         assert reader is not None
+        present = set()
         for topic, feed in shared.items():
             now_id = ids.get(topic)
             if now_id is None:
                 continue  # gone (deleted): nothing to read; its logs hold event time meanwhile
+            present.add(topic)
             before = self._shared_ids.get(topic)
             self._shared_ids[topic] = now_id
             if before is not None and before != now_id:
@@ -405,6 +408,7 @@ class Worker:
                             reader.rewind(topic, partition, 0)
         for pe in self.pipeline.engines.values():
             self._check_shared_cursors(pe)
+        return present
 
     def _check_shared_cursors(self, pe: Any) -> None:
         """An engine's cursors into a shared topic are offsets of the id it recorded: of another id
@@ -594,8 +598,10 @@ class Worker:
             # drop its engines and restore them, for nothing
             start_at = self.pipeline.global_start
             try:
-                self._check_shared_logs(now)  # first: a replaced topic is then read from the new cursors
-                new = reader.refresh(start_at, timeout=REFRESH_TIMEOUT_S)
+                # first: a replaced topic is then read from the new cursors, and only topics whose
+                # id was just checked are assigned
+                present = self._check_shared_logs(now)
+                new = reader.refresh(start_at, timeout=REFRESH_TIMEOUT_S, only=present)
             except KafkaException as exc:
                 log.warning("shared topics not listed (broker unavailable?), again in %d s: %s",
                             REFRESH_RETRY_MS // 1000, exc)
@@ -603,6 +609,7 @@ class Worker:
             else:
                 for topic, partition in new:
                     start = start_at(topic, partition)
+                    log.info("reading shared input %s[%d] from offset %d", topic, partition, start)
                     self.pipeline.declare(topic, partition, now, start)
                     if start == 0:
                         self._check_earliest(topic, partition)

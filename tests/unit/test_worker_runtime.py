@@ -555,7 +555,7 @@ def test_a_broker_that_does_not_answer_the_shared_topics_listing_is_asked_again_
     answers: list[Any] = [KafkaException(KafkaError(KafkaError._TRANSPORT)), [("m", 0), ("i", 0)]]
     assigned: set[tuple[str, int]] = set()
 
-    def refresh(start_at: Any, timeout: float) -> list[tuple[str, int]]:
+    def refresh(start_at: Any, timeout: float, only: Any = None) -> list[tuple[str, int]]:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -600,7 +600,7 @@ def test_a_restored_cursor_below_the_earliest_offset_is_counted_when_a_new_engin
 
     starts: dict[tuple[str, int], int] = {}
 
-    def refresh(start_at: Any, timeout: float) -> list[tuple[str, int]]:
+    def refresh(start_at: Any, timeout: float, only: Any = None) -> list[tuple[str, int]]:
         starts.update({("m", 0): start_at("m", 0), ("i", 0): start_at("i", 0)})
         return [("m", 0), ("i", 0)]
 
@@ -620,7 +620,7 @@ def test_a_new_engine_re_reading_a_shared_log_from_the_start_counts_what_a_resto
     worker = new_worker(tmp_path, topic_marks="m", topic_instruments="i")
     _engine_at(worker, 0, {"marks/0": 200})
     rewound: list[tuple[str, int, int]] = []
-    worker.reader = SimpleNamespace(refresh=lambda start_at, timeout: [("m", 0)], assigned={("m", 0)},  # type: ignore[assignment]
+    worker.reader = SimpleNamespace(refresh=lambda start_at, timeout, only=None: [("m", 0)], assigned={("m", 0)},  # type: ignore[assignment]
                                     topics=["m"], poll=dict, earliest=lambda t, p, timeout: 150,
                                     rewind=lambda t, p, o: rewound.append((t, p, o)))
     worker._read_globals(1_000.0)  # read from 200: every engine has a cursor, a failed read would say
