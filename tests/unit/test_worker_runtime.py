@@ -216,6 +216,33 @@ def test_the_worker_consumer_fetch_waits_at_the_broker_briefly(tmp_path: Path) -
     asyncio.run(run())
 
 
+class _Resetting:
+    """aiokafka's state of a partition whose offset is being reset: no position (aiokafka 0.14's
+    `position` asserts there is one)."""
+
+    has_valid_position = False
+
+    @property
+    def position(self) -> int:
+        raise AssertionError("no position")
+
+
+def test_faust_livelock_check_skips_a_partition_whose_offset_is_being_reset(tmp_path: Path) -> None:
+    """Faust's livelock detector reads every partition's position; while aiokafka resets one (a read
+    out of range on a truncated log) it has none, aiokafka asserts, and the consumer crashed, taking
+    the worker down. The worker's consumer thread skips such a partition (there is nothing to check)."""
+    worker = new_worker(tmp_path)
+    thread = worker.app.consumer._thread
+    thread.time_started = time.monotonic()  # (what Faust's check reads before the position)
+    states = {TopicPartition("fills", 2): _Resetting()}
+    assignment = SimpleNamespace(state_value=states.get)
+    thread._consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=SimpleNamespace(
+        subscription=SimpleNamespace(assignment=assignment))))
+    assert thread.verify_event_path(time.monotonic(), TP("fills", 2)) is None
+    thread._consumer = None  # not started: nothing to check either
+    assert thread.verify_event_path(time.monotonic(), TP("fills", 2)) is None
+
+
 def test_the_fetcher_hands_input_records_over_raw_and_others_as_aiokafka_records(tmp_path: Path) -> None:
     """The worker's consumer makes aiokafka yield `(offset, timestamp, key, value)` for its input
     topics, exactly the fields of the record aiokafka would have built (and skips what aiokafka
