@@ -120,14 +120,14 @@ def start_worker(bootstrap: str, names: Names, log: Path, extra: Sequence[str] =
 
 
 def run_to_the_end(bootstrap: str, names: Names, log: Path, what: str,
-                   env_extra: dict[str, str] | None = None) -> dict[tuple[str, int], int]:
-    """Start a worker, wait until it has committed every account input to its end, stop it
-    cleanly (exit status 0); returns those ends."""
+                   env_extra: dict[str, str] | None = None, commit_within: float = 90) -> dict[tuple[str, int], int]:
+    """Start a worker, wait (`commit_within` seconds at most once it is warm) until it has committed
+    every account input to its end, stop it cleanly (exit status 0); returns those ends."""
     proc = start_worker(bootstrap, names, log, env_extra=env_extra)
     try:
         wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, f"{what} to be warm")
         ends = high_watermarks(bootstrap, names)
-        wait_for(lambda: committed(bootstrap, names) == ends, 90, f"{what} to commit to the end")
+        wait_for(lambda: committed(bootstrap, names) == ends, commit_within, f"{what} to commit to the end")
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
