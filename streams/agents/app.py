@@ -34,10 +34,24 @@ TABLE = "divmon-state"
 
 
 class DivmonApp(faust.App):
-    """faust.App whose consumer hands input batches to the pipeline (`BatchTransport`)."""
+    """faust.App whose consumer hands input batches to the pipeline (`BatchTransport`), and which
+    says for which assignment its last rebalance ended (`settled_generation`)."""
+
+    # the consumer generation whose rebalance (table recovery included) Faust last ended; None before
+    settled_generation: int | None = None
 
     def _new_transport(self) -> TransportT:
         return BatchTransport(self.conf.broker_consumer, self)
+
+    def on_rebalance_end(self) -> None:
+        """Faust's end of a rebalance, noting the generation it ended for. `rebalancing` alone can't
+        say whether the tables are recovered: the recovery of one assignment may end after the next
+        rebalance has begun (its revoke set `rebalancing`, but its assignment has not come yet, so
+        the generation still matches), and then `rebalancing` reads False through the whole next
+        recovery. A worker that believed it then restored the partitions it was given from a table
+        not read from the changelog yet."""
+        super().on_rebalance_end()
+        self.settled_generation = self.consumer_generation_id
 
 
 def credentials(s: Settings) -> Any:

@@ -164,6 +164,9 @@ class Worker:
         self._shared_ids: dict[str, str] = {}  # the shared topics' ids, of the logs the reader reads
         self._shared_seen: set[str] = set()  # shared logs whose end offset the reader has known
         self._warming: bool | None = None
+        # the consumer generation of the assignment being worked on; None from a revoke until the
+        # next assignment (see `_warm`)
+        self._assigned_gen: int | None = None
         self._next_refresh = 0.0
         self._last_cp = 0.0
         self._cp_interval = s.checkpoint_ms / 1000
@@ -275,7 +278,7 @@ class Worker:
         commit per checkpoint would be one more request every `checkpoint_ms` for nothing)."""
         consumer: Any = self.app.consumer
         consumer.mark_safe(offsets)
-        if not self.pipeline.quiet or self._warming or self.app.rebalancing:
+        if not self.pipeline.quiet or not self._warm():
             return
         if self._committing is not None and not self._committing.done():
             self._commit_again = True
@@ -297,9 +300,18 @@ class Worker:
             if not self._commit_again:
                 return
 
+    def _warm(self) -> bool:
+        """Partitions are assigned and Faust has ended the rebalance that gave them (tables
+        recovered, partitions sought): only then may engines be restored and fed. `rebalancing`
+        alone is not enough (see `DivmonApp.on_rebalance_end`): the assignment's own generation
+        must be the one Faust ended the rebalance for."""
+        app = self.app
+        return (not app.rebalancing and self._assigned_gen is not None
+                and app.settled_generation == self._assigned_gen and bool(app.consumer.assignment()))
+
     def _tick(self, now: float) -> bool:
         """One pipeline step; False while warming (nothing is fed to the engines)."""
-        warming = bool(self.app.rebalancing) or not self.app.consumer.assignment()
+        warming = not self._warm()
         # our own pauses (rebalance, restore, backpressure while the sink is behind) are not the
         # inputs going quiet: idleness must not accrue, or records fetched afterwards are late
         if self._warming and not warming:
@@ -704,6 +716,7 @@ class Worker:
         If the gate can't get through in time (sink outage), its unwritten checkpoints are
         abandoned and every engine is dropped: engines would be ahead of the stored state, so they
         are restored from it and re-fed from the committed offsets instead."""
+        self._assigned_gen = None
         self.router.clear()
         for tp in revoked:
             self.loss.forget(tp.topic, tp.partition)
@@ -726,6 +739,7 @@ class Worker:
         self._set_warming(True)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self._assigned_gen = self.app.consumer_generation_id
         self.store.invalidate()
         self._assigned = set()
         self.pipeline.retain({tp.partition for tp in assigned if tp.topic == self.topics[Feed.EP3]})

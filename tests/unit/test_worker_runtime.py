@@ -659,3 +659,43 @@ def test_a_new_engine_re_reading_a_shared_log_from_the_start_counts_what_a_resto
     worker._read_globals(2_000.0)
     assert rewound == [("m", 0, 0)]
     assert worker.metrics.m.input_lost.labels(feed="marks")._value.get() == 30  # engine 2: 120 to 149
+
+
+def test_the_worker_warms_only_once_faust_has_ended_the_rebalance_of_its_assignment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's recovery of one assignment may end after the next rebalance has begun: its revoke
+    set `rebalancing`, and the late recovery's end cleared it before the next assignment came (the
+    generation still matched). Through the whole next recovery `rebalancing` then read False, and a
+    worker that took that for warm restored the partitions it was given from a table not read from
+    the changelog yet: it lacked what the committed offsets said was stored, and never read it."""
+
+    async def run() -> None:
+        worker = new_worker(tmp_path)
+        app: Any = worker.app
+        tps = {TP(worker.topics[f], 0) for f in Feed if f not in (Feed.MARKS, Feed.INSTRUMENTS)}
+        monkeypatch.setattr(app.consumer, "assignment", lambda: tps)
+
+        async def assign(generation: int) -> None:  # aiokafka's listener, then Faust's signal
+            app.consumer_generation_id = generation
+            await worker._on_assigned(app, tps)
+
+        app.on_rebalance_start()  # generation 1: revoke (nothing held yet), assign, recover
+        await worker._on_revoked(app, set())
+        await assign(1)
+        assert not worker._warm() and worker._tick(1_000.0) is False
+        app.on_rebalance_end()
+        assert worker._warm()
+
+        app.on_rebalance_start()  # generation 2 begins: its revoke
+        await worker._on_revoked(app, tps)
+        assert not worker._warm()
+        app.on_rebalance_end()  # generation 1's recovery ends late (the generation is still 1)
+        assert not worker._warm() and worker._tick(1_050.0) is False
+        await assign(2)  # generation 2's assignment: its recovery has not even started
+        assert not app.rebalancing
+        assert not worker._warm() and worker._tick(1_100.0) is False
+        app.on_rebalance_end()  # generation 2's recovery ends
+        assert worker._warm()
+
+    asyncio.run(run())
+
