@@ -56,6 +56,13 @@ class Router:
     def clear(self) -> None:
         self.take()
 
+    def discard(self, tps: set[TP]) -> None:
+        """Drop what is held for `tps`: fetched before they were sought elsewhere (see
+        `BatchConsumer.seek_to_committed`), their records would come in from the old position."""
+        for tp in tps:
+            self.count -= len(self.pending.pop(tp, ()))
+        self._update_room()
+
     def set_gate_full(self, full: bool) -> None:
         self.gate_full = full
         self._update_room()

@@ -9,7 +9,8 @@ to the state table and submit it to the commit gate. Guarantees:
 - while Faust rebalances or restores tables the worker reports warming (metric `divmon_warming` and a
   log line) and feeds nothing to the engines, so no verdict is made on half-restored state;
 - after a rebalance, engines of revoked partitions are dropped and new ones are restored from the
-  recovered table; re-delivered records (Faust seeks to the committed offsets) are ignored;
+  recovered table; re-delivered records (Faust seeks to the committed offsets) are ignored; a
+  partition whose engine's state ends below its committed offset is read from where the state ends;
 - offsets are committed only through the commit gate (see `streams.worker.commit`);
 - a record that can't be decoded or violates the contract goes to the dead-letter topic, is counted
   and is committed like any other: the worker never stops on input;
@@ -476,15 +477,39 @@ class Worker:
         except KafkaException as exc:
             log.warning("input topic ids unknown (brokers unavailable?): a topic deleted and made again "
                         "meanwhile is not detected: %s", exc)
-            return {}
+            return self._behind(committed)
         now = time.monotonic() * 1000
         for p in sorted({tp.partition for tp in committed if tp.topic == self.topics[Feed.EP3]}):
             self._restored(p, now)  # restored here if new: its lanes say which ids they read
             self._check_logs(p)
+        moved = self._behind(committed)
         # rewound here, or before while their topic was not assigned (made again, not listed yet)
-        moved = {tp: 0 for tp in self._reborn if tp in committed}
-        self._reborn -= set(moved)
-        return moved
+        reborn = {tp: 0 for tp in self._reborn if tp in committed}
+        self._reborn -= set(reborn)
+        return {**moved, **reborn}
+
+    def _behind(self, committed: Mapping[TP, int]) -> dict[TP, int]:
+        """Account partitions whose engine needs records below their committed offset: read from
+        where the engine needs them instead (returned, logged). The commit gate never commits
+        ahead of the stored state, but the state a worker holds can still be older: a table read
+        before its recovery had ended (see `DivmonApp.on_rebalance_end`), an engine kept through a
+        rebalance while another worker moved the partition on, a changelog lost. Read from the
+        committed offset, the records in between were applied by nobody, without a trace: the
+        verdicts of every account they touched differed from the replay's."""
+        out: dict[TP, int] = {}
+        for tp, offset in committed.items():
+            feed = self.pipeline.feed_of.get(tp.topic)
+            pe = self.pipeline.engines.get(tp.partition)
+            if feed is None or feed in GLOBAL_FEEDS or pe is None or not isinstance(offset, int):
+                continue
+            need = pe.lanes[feed].next_offset
+            if need < offset:
+                log.warning("p%d: its state holds %s only below offset %d, the committed offset is %d: read from "
+                            "%d (a state older than the committed offsets: its changelog lost, or read before "
+                            "its recovery ended, or the partition moved on by another worker)",
+                            tp.partition, tp.topic, need, offset, need)
+                out[tp] = need
+        return out
 
     def _ahead(self) -> set[TP]:
         """The account topic-partitions whose lane holds more than its share of `held_records`."""

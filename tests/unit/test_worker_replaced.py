@@ -87,8 +87,10 @@ def test_lanes_of_a_topic_with_a_new_id_read_its_log_from_the_start(
         assert f"input replaced: {fills}[{p}] is a new log (topic id id-fills-2, was id-fills" in caplog.text
     assert _value(worker, "divmon_input_replaced_total", feed="fills") == PARTITIONS
     # the partition assigned later is read from the start of the new log then, and rewound only once
-    assert asyncio.run(worker._starts(committed)) == {TP(fills, 3): 0}
-    assert asyncio.run(worker._starts(committed)) == {}
+    # (the others have committed offsets of the new log by then)
+    later = {**committed, **{TP(fills, p): 0 for p in range(3)}}
+    assert asyncio.run(worker._starts(later)) == {TP(fills, 3): 0}
+    assert asyncio.run(worker._starts({**later, TP(fills, 3): 0})) == {}
     assert _value(worker, "divmon_input_replaced_total", feed="fills") == PARTITIONS
 
 
@@ -244,3 +246,23 @@ def test_a_worker_with_no_input_partition_says_why_it_waits(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="divmon.worker"):
         worker._note_missing(_tps(worker, ACCOUNT_FEEDS))
     assert "no partition of the input topics" not in caplog.text
+
+
+@pytest.mark.parametrize("ids", [True, False])
+def test_a_partition_whose_state_is_behind_its_committed_offset_is_read_from_where_the_state_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, ids: bool) -> None:
+    """Committed offsets are never ahead of the stored state while the commit gate orders them, but
+    a state read from a table whose recovery had not ended was behind them: read from the committed
+    offset, the records in between were never applied. The worker reads from where its engine's
+    state ends instead, and says so (topic ids known or not)."""
+    worker = new_worker(tmp_path)
+    _engines(worker)  # every lane holds what is below offset 50
+    if not ids:
+        monkeypatch.setattr(runtime_mod, "topic_ids", lambda *_: (_ for _ in ()).throw(
+            KafkaException(KafkaError(KafkaError._TRANSPORT))))
+    fills = worker.topics[Feed.FILLS]
+    committed = {**dict.fromkeys(_tps(worker, ACCOUNT_FEEDS), 50), TP(fills, 2): 80}
+    with caplog.at_level(logging.WARNING, logger="divmon.worker"):
+        assert asyncio.run(worker._starts(committed)) == {TP(fills, 2): 50}
+    assert f"p2: its state holds {fills} only below offset 50, the committed offset is 80: read from 50" in caplog.text
+    assert asyncio.run(worker._starts(dict.fromkeys(_tps(worker, ACCOUNT_FEEDS), 50))) == {}

@@ -699,3 +699,41 @@ def test_the_worker_warms_only_once_faust_has_ended_the_rebalance_of_its_assignm
 
     asyncio.run(run())
 
+
+def test_records_fetched_before_a_partition_is_sought_elsewhere_are_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust resumes the partitions before it seeks them: records fetched from the committed offset
+    meanwhile may wait in the hand-over. For a partition the worker moves (its state ends below the
+    committed offset, or its log was replaced), they would be taken for the records after the
+    state's end, and those read from the new position for records read before: dropped instead."""
+
+    async def run() -> None:
+        worker = new_worker(tmp_path)
+        consumer: Any = worker.app.consumer
+        fills, ep3 = TP(worker.topics[Feed.FILLS], 0), TP(worker.topics[Feed.EP3], 0)
+
+        async def committed(self: Any) -> dict[TP, int]:
+            return {fills: 80, ep3: 50}
+
+        async def starts(offsets: Any) -> dict[TP, int]:
+            return {fills: 50}
+
+        sought: list[tuple[TP, int]] = []
+
+        async def seek(tp: TP, offset: int) -> None:
+            sought.append((tp, offset))
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
+        monkeypatch.setattr(consumer, "seek", seek)
+        consumer.starts = starts
+        worker.router.deliver(fills, [(80, 1, None, b"x")])  # fetched from the committed offsets
+        worker.router.deliver(ep3, [(50, 1, None, b"y")])
+        assert await consumer.seek_to_committed() == {fills: 50, ep3: 50}
+        assert sought == [(fills, 50)]
+        assert worker.router.count == 1
+        assert dict(worker.router.take()) == {ep3: [(50, 1, None, b"y")]}
+        # and records still on their way from a fetch made before the move (the fetch loop's)
+        assert consumer.fetched_before_move(fills, 0)
+        assert not consumer.fetched_before_move(ep3, 0) and not consumer.fetched_before_move(fills, 1)
+
+    asyncio.run(run())
