@@ -20,7 +20,7 @@ import ssl
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
@@ -39,6 +39,8 @@ class DivmonApp(faust.App):
 
     # the consumer generation whose rebalance (table recovery included) Faust last ended; None before
     settled_generation: int | None = None
+    # the generation whose recovery is ending, while it ends (see `track_recoveries`)
+    ending_generation: int | None = None
 
     def _new_transport(self) -> TransportT:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -46,12 +48,32 @@ class DivmonApp(faust.App):
     def on_rebalance_end(self) -> None:
         """Faust's end of a rebalance, noting the generation it ended for. `rebalancing` alone can't
         say whether the tables are recovered: the recovery of one assignment may end after the next
-        rebalance has begun (its revoke set `rebalancing`, but its assignment has not come yet, so
-        the generation still matches), and then `rebalancing` reads False through the whole next
-        recovery. A worker that believed it then restored the partitions it was given from a table
-        not read from the changelog yet."""
+        rebalance has begun (its revoke set `rebalancing`), and then `rebalancing` reads False
+        through the whole next recovery. A worker that believed it then restored the partitions it
+        was given from a table not read from the changelog yet. The generation is the recovery's
+        own, not the consumer's latest: a next assignment may come while a recovery ends (it seeks
+        the partitions, which takes a request to the brokers)."""
         super().on_rebalance_end()
-        self.settled_generation = self.consumer_generation_id
+        ending = self.ending_generation
+        self.settled_generation = self.consumer_generation_id if ending is None else ending
+
+
+def track_recoveries(app: DivmonApp, recovery: Any) -> None:
+    """Have `app.ending_generation` say which generation Faust's table recovery (`recovery`) is
+    ending while it ends: the two methods that end a rebalance (`on_recovery_completed`, and
+    `_resume_streams` for an app without tables) take the generation they recovered, then call
+    `app.on_rebalance_end`. Wrapped on the instance; faust-streaming 0.15.x (pinned)."""
+    for name in ("on_recovery_completed", "_resume_streams"):
+        original = getattr(recovery, name)
+
+        async def ending(generation_id: int = 0, _original: Any = original) -> None:
+            app.ending_generation = generation_id
+            try:
+                await _original(generation_id=generation_id)
+            finally:
+                app.ending_generation = None
+
+        setattr(recovery, name, ending)
 
 
 def credentials(s: Settings) -> Any:
@@ -80,7 +102,7 @@ def create_app(s: Settings) -> DivmonApp:
     default `./var/divmon` failed on a fresh checkout."""
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     web = s.web_port > 0
-    return DivmonApp(
+    app = DivmonApp(
         s.group_id,
         broker=[f"kafka://{b.strip()}" for b in s.brokers.split(",") if b.strip()],
         broker_credentials=credentials(s),
@@ -105,6 +127,8 @@ def create_app(s: Settings) -> DivmonApp:
         producer_acks=-1,
         logging_config=None,
     )
+    track_recoveries(app, cast(Any, app.tables).recovery)  # (Faust's TableManager; the type doesn't declare it)
+    return app
 
 
 class _Message:

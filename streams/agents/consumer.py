@@ -162,9 +162,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._safe: dict[TP, int] = {}
-        # moves of `seek_to_committed` (see there): how many so far, and the last one each partition had
-        self._moves = 0
-        self._moved_at: dict[TP, int] = {}
 
     def _new_consumer_thread(self) -> Any:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -236,24 +233,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
         (offsets of the new log, below the old ones, are committed from then on)."""
         committed = dict(await super().seek_to_committed())
         if self.starts is not None:
-            moved = await self.starts(committed)
-            for tp, offset in moved.items():
+            sink = self.batch_sink
+            for tp, offset in (await self.starts(committed)).items():
                 await self.seek(tp, offset)
                 committed[tp] = offset
-            if moved:
-                # fetched from the committed offsets meanwhile (the partitions were resumed before
-                # this seek): ingested, those records would be taken for the next ones, and the
-                # records from the offsets sought here for records read before. Dropped, whether
-                # handed over already or on their way (`_drain_messages`)
-                self._moves += 1
-                self._moved_at.update(dict.fromkeys(moved, self._moves))
-                if self.batch_sink is not None:
-                    self.batch_sink.discard(set(moved))
+                if sink is not None:
+                    # Faust resumed the partitions before this seek: records fetched from the committed
+                    # offset meanwhile wait in the sink. Taken, they would pass for the records after
+                    # the offset sought, and those read from it for records read before. (Dropped
+                    # right after the seek, nothing fetched from the new position is: aiokafka drops
+                    # what it buffered for the partition, and whatever it hands over from now on was
+                    # fetched from there. A fetch result already on its way to the fetch loop at this
+                    # instant would still get through.)
+                    sink.discard({tp})
         return committed
-
-    def fetched_before_move(self, tp: TP, moves: int) -> bool:
-        """Records of `tp` fetched when `moves` moves had been made are from before it was moved."""
-        return self._moved_at.get(tp, 0) > moves
 
     # --- fetching --------------------------------------------------------------------------------
 
@@ -287,7 +280,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 await sink.wait_capacity()
-                moves = self._moves
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
                 if not records or self.should_stop:
@@ -299,8 +291,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if not recs or (active is not None and tp not in active and tp not in self._buffered_partitions):
                         continue
                     if tp.topic in inputs:
-                        if moves != self._moves and self.fetched_before_move(tp, moves):
-                            continue
                         sink.deliver(tp, recs)
                         read_offset[tp] = recs[-1][0]  # raw tuples: see `raw_records`
                         continue

@@ -57,8 +57,7 @@ class Router:
         self.take()
 
     def discard(self, tps: set[TP]) -> None:
-        """Drop what is held for `tps`: fetched before they were sought elsewhere (see
-        `BatchConsumer.seek_to_committed`), their records would come in from the old position."""
+        """Drop what is held for `tps` (see `BatchConsumer.seek_to_committed`)."""
         for tp in tps:
             self.count -= len(self.pending.pop(tp, ()))
         self._update_room()

@@ -486,7 +486,8 @@ class Worker:
         # rewound here, or before while their topic was not assigned (made again, not listed yet)
         reborn = {tp: 0 for tp in self._reborn if tp in committed}
         self._reborn -= set(reborn)
-        return {**moved, **reborn}
+        moved.update(reborn)
+        return moved
 
     def _behind(self, committed: Mapping[TP, int]) -> dict[TP, int]:
         """Account partitions whose engine needs records below their committed offset: read from

@@ -248,6 +248,13 @@ def test_a_worker_with_no_input_partition_says_why_it_waits(tmp_path: Path,
     assert "no partition of the input topics" not in caplog.text
 
 
+def _unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(*_: Any) -> dict[str, str | None]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    monkeypatch.setattr(runtime_mod, "topic_ids", unavailable)
+
+
 @pytest.mark.parametrize("ids", [True, False])
 def test_a_partition_whose_state_is_behind_its_committed_offset_is_read_from_where_the_state_ends(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, ids: bool) -> None:
@@ -257,12 +264,14 @@ def test_a_partition_whose_state_is_behind_its_committed_offset_is_read_from_whe
     state ends instead, and says so (topic ids known or not)."""
     worker = new_worker(tmp_path)
     _engines(worker)  # every lane holds what is below offset 50
-    if not ids:
-        monkeypatch.setattr(runtime_mod, "topic_ids", lambda *_: (_ for _ in ()).throw(
-            KafkaException(KafkaError(KafkaError._TRANSPORT))))
+    if ids:
+        _ids(monkeypatch, worker)
+    else:
+        _unavailable(monkeypatch)
     fills = worker.topics[Feed.FILLS]
     committed = {**dict.fromkeys(_tps(worker, ACCOUNT_FEEDS), 50), TP(fills, 2): 80}
     with caplog.at_level(logging.WARNING, logger="divmon.worker"):
         assert asyncio.run(worker._starts(committed)) == {TP(fills, 2): 50}
     assert f"p2: its state holds {fills} only below offset 50, the committed offset is 80: read from 50" in caplog.text
     assert asyncio.run(worker._starts(dict.fromkeys(_tps(worker, ACCOUNT_FEEDS), 50))) == {}
+

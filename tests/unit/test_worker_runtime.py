@@ -23,6 +23,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.agents import app as app_mod
 from streams.agents import consumer as consumer_mod
 from streams.agents import runtime as runtime_mod
 from streams.agents.app import create_app, rebalance_timeout_s, revoke_wait_s
@@ -700,12 +701,13 @@ def test_the_worker_warms_only_once_faust_has_ended_the_rebalance_of_its_assignm
     asyncio.run(run())
 
 
+
 def test_records_fetched_before_a_partition_is_sought_elsewhere_are_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Faust resumes the partitions before it seeks them: records fetched from the committed offset
-    meanwhile may wait in the hand-over. For a partition the worker moves (its state ends below the
-    committed offset, or its log was replaced), they would be taken for the records after the
-    state's end, and those read from the new position for records read before: dropped instead."""
+    meanwhile wait in the hand-over. For a partition the worker moves (its state ends below the
+    committed offset, or its log was replaced) they would pass for the records after the offset
+    sought: dropped as it is sought; the other partitions' records are kept."""
 
     async def run() -> None:
         worker = new_worker(tmp_path)
@@ -732,8 +734,46 @@ def test_records_fetched_before_a_partition_is_sought_elsewhere_are_dropped(
         assert sought == [(fills, 50)]
         assert worker.router.count == 1
         assert dict(worker.router.take()) == {ep3: [(50, 1, None, b"y")]}
-        # and records still on their way from a fetch made before the move (the fetch loop's)
-        assert consumer.fetched_before_move(fills, 0)
-        assert not consumer.fetched_before_move(ep3, 0) and not consumer.fetched_before_move(fills, 1)
+
+    asyncio.run(run())
+
+
+def test_a_rebalance_ending_while_the_next_assignment_comes_does_not_warm_the_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's recovery of generation 1 seeks the partitions before it ends the rebalance (a request
+    to the brokers): generation 2's assignment may come meanwhile. The rebalance that ends is
+    generation 1's, whatever the consumer's latest generation says by then: the worker stays
+    warming until generation 2's own recovery ends."""
+
+    async def run() -> None:
+        worker = new_worker(tmp_path)
+        app: Any = worker.app
+        tps = {TP(worker.topics[f], 0) for f in Feed if f not in (Feed.MARKS, Feed.INSTRUMENTS)}
+        monkeypatch.setattr(app.consumer, "assignment", lambda: tps)
+
+        async def assign(generation: int) -> None:  # aiokafka's listener, then Faust's signal
+            app.consumer_generation_id = generation
+            await worker._on_assigned(app, tps)
+
+        class Recovery:  # what Faust's does, in the order it does it
+            async def on_recovery_completed(self, generation_id: int = 0) -> None:
+                app.on_rebalance_start()  # while its partitions are sought: the next rebalance
+                await worker._on_revoked(app, tps)
+                await assign(generation_id + 1)
+                app.on_rebalance_end()
+
+            async def _resume_streams(self, generation_id: int = 0) -> None:
+                app.on_rebalance_end()
+
+        recovery = Recovery()
+        app_mod.track_recoveries(app, recovery)
+        app.on_rebalance_start()
+        await worker._on_revoked(app, set())
+        await assign(1)
+        await recovery.on_recovery_completed(1)  # generation 2 assigned meanwhile
+        assert app.settled_generation == 1 and app.consumer_generation_id == 2
+        assert not worker._warm() and worker._tick(1_000.0) is False
+        await recovery._resume_streams(generation_id=2)
+        assert app.settled_generation == 2 and worker._warm()
 
     asyncio.run(run())
