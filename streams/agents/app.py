@@ -10,6 +10,11 @@ the engines through `BatchConsumer`, not through agents.
 (plus one `meta` row per partition), values are JSON bytes, written to the partition of the input
 they came from. Faust keeps the table, its recovery and standbys; the worker's rows reach the
 changelog through librdkafka (`streams.agents.kafka_io.ChangelogWriter`, see `TableStore.write`).
+
+`DivmonApp.settled_generation` says which assignment's rebalance Faust last ended, tables recovered:
+the worker feeds its engines only for that one. It takes the generation from the recovery that ends
+(`track_recoveries`: Faust's `Recovery.on_recovery_completed` and `_resume_streams`, faust-streaming
+0.15.x internals, pinned in pyproject.toml like those of `streams.agents.consumer`).
 """
 
 from __future__ import annotations

@@ -465,10 +465,11 @@ class Worker:
 
     async def _starts(self, committed: Mapping[TP, int]) -> dict[TP, int]:
         """Where the assigned account partitions must be read from instead of their committed
-        offsets (see `BatchConsumer.seek_to_committed`): the start of a log that replaced the one
-        their engine read. Asks the brokers for the topic ids (the engines of newly assigned
-        partitions are restored here, from the recovered table, to know which ids they read); if
-        they can't say, every partition reads from its committed offset, as before."""
+        offsets (see `BatchConsumer.seek_to_committed`): where their engine's state ends, if that is
+        below (see `_behind`), and the start of a log that replaced the one their engine read. Asks
+        the brokers for the topic ids (the engines of newly assigned partitions are restored here,
+        from the recovered table, to know which ids they read); if they can't say, no log counts
+        as replaced."""
         account = {self.topics[f] for f in ACCOUNT_FEEDS}
         try:
             loop = asyncio.get_running_loop()
