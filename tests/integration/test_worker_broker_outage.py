@@ -21,16 +21,14 @@ from tests.integration.worker_support import (
     commits_ahead_of_state,
     committed,
     create_inputs_on,
-    diff_summary,
-    emitted,
     expected,
-    final,
     high_watermarks,
     late_records,
     produce,
     start_worker,
     stop,
     wait_for,
+    wait_for_the_replay,
 )
 from tests.support.kafka_broker import KafkaBroker
 
@@ -48,7 +46,6 @@ def test_worker_rides_out_a_broker_crash(tmp_path: Path) -> None:
         produce(bootstrap, names, records[:third])
         log = tmp_path / "worker.log"
         proc = start_worker(bootstrap, names, log)
-        rows: list[dict[str, object]] = []
         try:
             wait_for(lambda: "warm: partitions [0, 1, 2, 3]" in log.read_text(), 120, "the worker to be warm")
             ends = high_watermarks(bootstrap, names)
@@ -61,16 +58,8 @@ def test_worker_rides_out_a_broker_crash(tmp_path: Path) -> None:
             assert proc.poll() is None, log.read_text()[-3000:]
             produce(bootstrap, names, records[2 * third:])
 
-            def converged() -> bool:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                nonlocal rows
-                rows = emitted(bootstrap, names)
-                return final(rows) == want
-
-            try:
-                wait_for(converged, 180, "the verdicts after the outage to equal the replay's", step=2)
-            except AssertionError as exc:
-                raise AssertionError(diff_summary(final(rows), want, [log])) from exc  # type: ignore[arg-type]
+            wait_for_the_replay(bootstrap, names, proc, want, [log],
+                                "the verdicts after the outage to equal the replay's", 180)
             ends = high_watermarks(bootstrap, names)
             wait_for(lambda: committed(bootstrap, names) == ends, 60, "every offset to be committed")
             assert commits_ahead_of_state(bootstrap, names) == []

@@ -20,16 +20,14 @@ from tests.integration.worker_support import (
     commits_ahead_of_state,
     committed,
     create_inputs,
-    diff_summary,
-    emitted,
     expected,
-    final,
     high_watermarks,
     produce,
     run_to_the_end,
     start_worker,
     stop,
     wait_for,
+    wait_for_the_replay,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -68,18 +66,9 @@ def test_rocksdb_worker_restarts_on_its_own_data(kafka_bootstrap: str, kafka_top
     # run 2: same data directory after the kill: it restores what the changelog holds beyond its
     # local store, re-reads what was not committed, and ends with the replay's verdicts
     proc = start_worker(kafka_bootstrap, names, logs[2], env_extra=env)
-    rows: list[dict[str, object]] = []
     try:
-        def converged() -> bool:
-            assert proc.poll() is None, logs[2].read_text()[-3000:]
-            nonlocal rows
-            rows = emitted(kafka_bootstrap, names)
-            return final(rows) == want
-
-        try:
-            wait_for(converged, 120, "the verdicts after two restarts to equal the replay's", step=2)
-        except AssertionError as exc:
-            raise AssertionError(diff_summary(final(rows), want, [logs[1], logs[2]])) from exc
+        wait_for_the_replay(kafka_bootstrap, names, proc, want, [logs[1], logs[2]],
+                                   "the verdicts after two restarts to equal the replay's")
         ends = high_watermarks(kafka_bootstrap, names)
         wait_for(lambda: committed(kafka_bootstrap, names) == ends, 60, "run 2 to commit to the end")
         assert commits_ahead_of_state(kafka_bootstrap, names) == []

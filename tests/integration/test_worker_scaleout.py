@@ -9,22 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from streams.codec import EventCodec
 from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
     commits_ahead_of_state,
     committed,
     create_inputs,
-    diff_summary,
     expected,
-    final,
     high_watermarks,
     produce,
-    read_topics,
     start_worker,
     stop,
     wait_for,
+    wait_for_the_replay,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -59,19 +56,8 @@ def test_sigkilled_worker_is_replaced_without_losing_or_changing_verdicts(
                 a.send_signal(signal.SIGKILL)
             uncovered += commits_ahead_of_state(kafka_bootstrap, names)  # takes ~0.3 s: paces production
         assert not uncovered, uncovered
-        rows = []
-
-        def converged() -> bool:
-            assert b is not None and b.poll() is None, (tmp_path / "b.log").read_text()[-3000:]
-            nonlocal rows
-            codec = EventCodec()
-            rows = [codec.decode_event(v) for _, _, v, _ in read_topics(kafka_bootstrap, names.outputs()) if v]
-            return final(rows) == want
-
-        try:
-            wait_for(converged, 90, "the union of emitted events to equal the replay's", step=2)
-        except AssertionError as exc:
-            raise AssertionError(diff_summary(final(rows), want, [tmp_path / "a.log", tmp_path / "b.log"])) from exc
+        rows = wait_for_the_replay(kafka_bootstrap, names, b, want, [tmp_path / "a.log", tmp_path / "b.log"],
+                                   "the union of emitted events to equal the replay's", 90)
     finally:
         stop(a, signal.SIGKILL)
         if b is not None:

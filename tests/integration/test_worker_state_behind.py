@@ -21,15 +21,13 @@ from streams.worker.synth import traffic
 from tests.integration.worker_support import (
     Names,
     create_inputs,
-    diff_summary,
-    emitted,
     expected,
-    final,
     produce,
     run_to_the_end,
     start_worker,
     stop,
     wait_for,
+    wait_for_the_replay,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -53,18 +51,8 @@ def test_a_worker_whose_state_is_behind_the_committed_offsets_reads_from_where_i
     produce(kafka_bootstrap, names, records[half:])
     log = tmp_path / "second.log"
     proc = start_worker(kafka_bootstrap, names, log)
-    rows: list[dict[str, object]] = []
     try:
-        def converged() -> bool:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            nonlocal rows
-            rows = emitted(kafka_bootstrap, names)
-            return final(rows) == want
-
-        try:
-            wait_for(converged, 120, "the second worker's verdicts to equal the replay's", step=2)
-        except AssertionError as exc:
-            raise AssertionError(diff_summary(final(rows), want, [log])) from exc
+        wait_for_the_replay(kafka_bootstrap, names, proc, want, [log], "the second worker's verdicts")
     finally:
         stop(proc)
     # every account partition with committed offsets was read again from its start, and said so

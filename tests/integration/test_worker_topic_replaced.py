@@ -27,9 +27,7 @@ from tests.integration.worker_support import (
     commits_ahead_of_state,
     committed,
     create_inputs,
-    emitted,
     expected,
-    final,
     high_watermarks,
     produce,
     run_to_the_end,
@@ -37,9 +35,11 @@ from tests.integration.worker_support import (
     start_worker,
     stop,
     wait_for,
+    wait_for_the_replay,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+WHOLE_TAPE = "the worker's verdicts to equal the replay's of the whole tape"
 
 
 def _topic_id(admin: AdminClient, topic: str) -> str | None:
@@ -72,14 +72,6 @@ def _delete(admin: AdminClient, topic: str) -> str | None:
     return old_id
 
 
-def _wait_for_the_replay(bootstrap: str, names: Names, proc: Any, log: Path, want: dict[str, Any]) -> None:
-    def same() -> bool:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        return final(emitted(bootstrap, names)) == want
-
-    wait_for(same, 120, "the worker's verdicts to equal the replay's of the whole tape", step=2)
-
-
 def _replaced_while_down(bootstrap: str, names: Names, admin: AdminClient, tmp_path: Path, feed: Feed,
                          records: list[Any], half: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Run a worker over `records[:half]`, stop it, replace the topic of `feed` (4 partitions, or 1
@@ -95,7 +87,7 @@ def _replaced_while_down(bootstrap: str, names: Names, admin: AdminClient, tmp_p
     port = free_port()
     proc = start_worker(bootstrap, names, logs[1], ["--metrics-port", str(port)])
     try:
-        _wait_for_the_replay(bootstrap, names, proc, logs[1], want)
+        wait_for_the_replay(bootstrap, names, proc, want, [logs[1]], WHOLE_TAPE)
         ends = high_watermarks(bootstrap, names)
         wait_for(lambda: committed(bootstrap, names) == ends, 60, "offsets committed to the end")
         assert commits_ahead_of_state(bootstrap, names) == []
@@ -140,7 +132,7 @@ def test_a_worker_reads_a_topic_made_again_from_its_start(kafka_bootstrap: str, 
         # the new log's offsets start at 0 again: below the old log's end on some partition
         assert any(new_ends.get((fills, p), 0) < old_ends[p] + 10 for p in range(PARTITIONS))
 
-        _wait_for_the_replay(kafka_bootstrap, names, proc, log, want)
+        wait_for_the_replay(kafka_bootstrap, names, proc, want, [log], WHOLE_TAPE)
         wait_for(lambda: committed(kafka_bootstrap, names) == new_ends, 60,
                  "offsets of the new fills topic to be committed to its end")
         assert commits_ahead_of_state(kafka_bootstrap, names) == []
@@ -197,7 +189,7 @@ def test_a_worker_reads_a_shared_topic_made_again_from_its_start(
         wait_for(lambda: f"input missing: {marks}[0] is gone" in log.read_text(), 60, "the worker to miss the marks")
         _make_again(kafka_admin, marks, old_id, partitions=1)
         produce(kafka_bootstrap, names, records[half:])
-        _wait_for_the_replay(kafka_bootstrap, names, proc, log, want)
+        wait_for_the_replay(kafka_bootstrap, names, proc, want, [log], WHOLE_TAPE)
         metrics = scrape(port)
         replaced = _by_feed(metrics, "divmon_input_replaced_total")
         assert replaced[Feed.MARKS.value] == PARTITIONS and sum(replaced.values()) == PARTITIONS  # one per engine

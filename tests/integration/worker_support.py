@@ -245,6 +245,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def wait_for_the_replay(bootstrap: str, names: Names, proc: subprocess.Popen[bytes], want: dict[str, dict[str, Any]],
+                        logs: Sequence[Path], what: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Wait until the verdicts emitted equal `want` (the replay's) while `proc` runs (its log last in
+    `logs`); on time-out, fail with what differs and the workers' late records (`diff_summary`).
+    Returns the rows emitted."""
+    rows: list[dict[str, Any]] = []
+
+    def converged() -> bool:
+        assert proc.poll() is None, logs[-1].read_text()[-3000:]
+        nonlocal rows
+        rows = emitted(bootstrap, names)
+        return final(rows) == want
+
+    try:
+        wait_for(converged, timeout, what, step=2)
+    except AssertionError as exc:
+        raise AssertionError(diff_summary(final(rows), want, logs)) from exc
+    return rows
+
+
 def late_records(log: Path) -> dict[int, int]:
     """Records each partition engine applied late, from the last status line of a worker's log
     ("(late 3: fills 2, marks 1 here)": the total; by input, what this process applied late)."""

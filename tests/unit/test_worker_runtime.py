@@ -662,6 +662,21 @@ def test_a_new_engine_re_reading_a_shared_log_from_the_start_counts_what_a_resto
     assert worker.metrics.m.input_lost.labels(feed="marks")._value.get() == 30  # engine 2: 120 to 149
 
 
+def _rebalancing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Worker, Any, set[TP], Any]:
+    """A worker whose consumer has partition 0 of every account input, its app, those partitions, and
+    `assign(generation)`: what aiokafka's listener, then Faust's signal, do on an assignment."""
+    worker = new_worker(tmp_path)
+    app: Any = worker.app
+    tps = {TP(worker.topics[f], 0) for f in Feed if f not in (Feed.MARKS, Feed.INSTRUMENTS)}
+    monkeypatch.setattr(app.consumer, "assignment", lambda: tps)
+
+    async def assign(generation: int) -> None:
+        app.consumer_generation_id = generation
+        await worker._on_assigned(app, tps)
+
+    return worker, app, tps, assign
+
+
 def test_the_worker_warms_only_once_faust_has_ended_the_rebalance_of_its_assignment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Faust's recovery of one assignment may end after the next rebalance has begun: its revoke
@@ -671,14 +686,7 @@ def test_the_worker_warms_only_once_faust_has_ended_the_rebalance_of_its_assignm
     the changelog yet: it lacked what the committed offsets said was stored, and never read it."""
 
     async def run() -> None:
-        worker = new_worker(tmp_path)
-        app: Any = worker.app
-        tps = {TP(worker.topics[f], 0) for f in Feed if f not in (Feed.MARKS, Feed.INSTRUMENTS)}
-        monkeypatch.setattr(app.consumer, "assignment", lambda: tps)
-
-        async def assign(generation: int) -> None:  # aiokafka's listener, then Faust's signal
-            app.consumer_generation_id = generation
-            await worker._on_assigned(app, tps)
+        worker, app, tps, assign = _rebalancing(tmp_path, monkeypatch)
 
         app.on_rebalance_start()  # generation 1: revoke (nothing held yet), assign, recover
         await worker._on_revoked(app, set())
@@ -746,14 +754,7 @@ def test_a_rebalance_ending_while_the_next_assignment_comes_does_not_warm_the_wo
     warming until generation 2's own recovery ends."""
 
     async def run() -> None:
-        worker = new_worker(tmp_path)
-        app: Any = worker.app
-        tps = {TP(worker.topics[f], 0) for f in Feed if f not in (Feed.MARKS, Feed.INSTRUMENTS)}
-        monkeypatch.setattr(app.consumer, "assignment", lambda: tps)
-
-        async def assign(generation: int) -> None:  # aiokafka's listener, then Faust's signal
-            app.consumer_generation_id = generation
-            await worker._on_assigned(app, tps)
+        worker, app, tps, assign = _rebalancing(tmp_path, monkeypatch)
 
         class Recovery:  # what Faust's does, in the order it does it
             async def on_recovery_completed(self, generation_id: int = 0) -> None:
